@@ -1,0 +1,206 @@
+/* agg.c: absolute paths and in-process aggregation of repeated opens.
+ *
+ * A busy process opens the same files thousands of times a second. The first successful read-only
+ * open of a path (and the first failure with a given errno) is recorded; later identical ones are
+ * only counted here and sent as COUNTS at exit, before exec, and every few seconds. Writes and
+ * sensitive paths are never aggregated. The table is lock-free: threads race only on atomics. */
+#include "hook.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PL_SLOTS 2048 /* power of two */
+#define PL_PROBES 32
+#define PL_FLUSH_EVERY 4096 /* repeats between looks at the clock */
+#define PL_FLUSH_NS 2000000000ULL
+
+struct slot {
+    uint64_t key;
+    uint64_t count;
+};
+
+static struct slot table[PL_SLOTS];
+static int table_state; /* 0 live, 1 stale after fork, 2 being cleared */
+static uint64_t repeats, last_flush_ns;
+static int flushing;
+
+static const char *const sensitive_prefix[] = {
+    "/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/pam.d/", "/etc/pam.conf",
+    "/etc/ld.so.preload", "/etc/security/", "/root/", "/var/run/secrets/", "/run/secrets/",
+    "/proc/self/environ", "/proc/self/mem",
+};
+static const char *const sensitive_part[] = {"/.ssh/", "/.aws/", "/.kube/", "/.docker/config"};
+
+static int sensitive(const char *p)
+{
+    for (size_t i = 0; i < sizeof sensitive_prefix / sizeof *sensitive_prefix; i++)
+        if (strncmp(p, sensitive_prefix[i], strlen(sensitive_prefix[i])) == 0) return 1;
+    for (size_t i = 0; i < sizeof sensitive_part / sizeof *sensitive_part; i++)
+        if (strstr(p, sensitive_part[i])) return 1;
+    return 0;
+}
+
+/* Lexical normalisation of an absolute path in place: //, /./ and /x/../ collapse. */
+static void normalize(char *p)
+{
+    char *w = p, *r = p;
+    while (*r) {
+        while (*r == '/') r++;
+        char *seg = r;
+        while (*r && *r != '/') r++;
+        size_t n = (size_t)(r - seg);
+        if (n == 0 || (n == 1 && seg[0] == '.')) continue;
+        if (n == 2 && seg[0] == '.' && seg[1] == '.') {
+            while (w > p && *--w != '/') {}
+            continue;
+        }
+        *w++ = '/';
+        memmove(w, seg, n);
+        w += n;
+    }
+    if (w == p) *w++ = '/';
+    *w = 0;
+}
+
+int pl_abspath(int dirfd, const char *path, char *out, size_t cap)
+{
+    size_t base = 0;
+    if (!path) path = "";
+    if (path[0] != '/') {
+        if (dirfd == AT_FDCWD) {
+            if (!getcwd(out, cap)) goto as_given;
+        } else {
+            char link[32];
+            snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
+            ssize_t n = readlink(link, out, cap - 1);
+            if (n <= 0 || out[0] != '/') goto as_given;
+            out[n] = 0;
+        }
+        base = strlen(out);
+    }
+    size_t n = strlen(path);
+    if (base + 1 + n + 1 > cap) goto as_given;
+    out[base] = '/';
+    memcpy(out + base + 1, path, n + 1);
+    normalize(out);
+    return 0;
+as_given:
+    snprintf(out, cap, "%s", path);
+    return -1;
+}
+
+static uint64_t hash_path(const char *p, int res)
+{
+    static uint64_t seed;
+    uint64_t h = __atomic_load_n(&seed, __ATOMIC_RELAXED);
+    if (PL_UNLIKELY(!h)) { /* per process random: colliding paths cannot be crafted in advance */
+        const unsigned char *rnd = (const unsigned char *)getauxval(AT_RANDOM);
+        h = 1469598103934665603ULL;
+        if (rnd) memcpy(&h, rnd + 8, sizeof h);
+        h |= 1;
+        __atomic_store_n(&seed, h, __ATOMIC_RELAXED);
+    }
+    for (; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
+    h ^= (uint64_t)(uint32_t)(res < 0 ? res : 0) * 0x9e3779b97f4a7c15ULL;
+    return h ? h : 1;
+}
+
+void pl_table_forget(void) { __atomic_store_n(&table_state, 1, __ATOMIC_RELEASE); }
+
+static int table_live(void)
+{
+    int st = __atomic_load_n(&table_state, __ATOMIC_ACQUIRE);
+    if (PL_UNLIKELY(st != 0)) {
+        int stale = 1;
+        if (st != 1 || !__atomic_compare_exchange_n(&table_state, &stale, 2, 0, __ATOMIC_ACQ_REL,
+                                                    __ATOMIC_ACQUIRE))
+            return 0; /* another thread is clearing: do not aggregate meanwhile */
+        memset(table, 0, sizeof table);
+        repeats = 0;
+        __atomic_store_n(&table_state, 0, __ATOMIC_RELEASE);
+    }
+    return 1;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static void counted_repeat(struct slot *s)
+{
+    __atomic_add_fetch(&s->count, 1, __ATOMIC_RELAXED);
+    if (__atomic_add_fetch(&repeats, 1, __ATOMIC_RELAXED) % PL_FLUSH_EVERY) return;
+    uint64_t t = now_ns();
+    if (t - __atomic_load_n(&last_flush_ns, __ATOMIC_RELAXED) >= PL_FLUSH_NS) pl_flush_counts();
+}
+
+int pl_aggregate(const char *abspath, int res, int is_write, uint64_t *hash, int *repeatable)
+{
+    *hash = 0;
+    *repeatable = 0;
+    if (is_write || !table_live()) return 0;
+    uint64_t h = hash_path(abspath, res);
+    *hash = h;
+    for (unsigned i = 0; i < PL_PROBES; i++) {
+        struct slot *s = &table[(h + i) & (PL_SLOTS - 1)];
+        uint64_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
+        if (k == h) {
+            counted_repeat(s);
+            return 1;
+        }
+        if (k != 0) continue;
+        if (sensitive(abspath)) return 0; /* every access to these is recorded */
+        if (__atomic_compare_exchange_n(&s->key, &k, h, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            *repeatable = 1;
+            return 0;
+        }
+        if (k == h) { /* another thread recorded the same path a moment ago */
+            counted_repeat(s);
+            return 1;
+        }
+    }
+    return 0; /* table full around this hash: record it in full */
+}
+
+void pl_flush_counts(void)
+{
+    int idle = 0;
+    if (__atomic_load_n(&table_state, __ATOMIC_ACQUIRE) != 0 ||
+        !__atomic_compare_exchange_n(&flushing, &idle, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return;
+    __atomic_store_n(&last_flush_ns, now_ns(), __ATOMIC_RELAXED);
+    enum { PER_RECORD = 200 };
+    char buf[sizeof(struct preload_hdr) + sizeof(struct preload_counts) +
+             PER_RECORD * sizeof(struct preload_count)];
+    struct preload_count *entries =
+        (struct preload_count *)(buf + sizeof(struct preload_hdr) + sizeof(struct preload_counts));
+    uint32_t n = 0;
+    for (unsigned i = 0; i <= PL_SLOTS; i++) {
+        if (i < PL_SLOTS) {
+            uint64_t c = __atomic_exchange_n(&table[i].count, 0, __ATOMIC_RELAXED);
+            if (!c) continue;
+            entries[n].path_hash = __atomic_load_n(&table[i].key, __ATOMIC_RELAXED);
+            entries[n].count = c;
+            n++;
+        }
+        if (n && (n == PER_RECORD || i == PL_SLOTS)) {
+            struct preload_counts body = {n, 0};
+            struct pl_rec r;
+            pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_COUNTS, &body, sizeof body);
+            r.len += n * sizeof(struct preload_count);
+            r.nstr = (int)n;
+            pl_rec_send(&r);
+            n = 0;
+        }
+    }
+    __atomic_store_n(&flushing, 0, __ATOMIC_RELEASE);
+}

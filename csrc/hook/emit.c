@@ -1,0 +1,321 @@
+/* emit.c: the channel to the daemon and the life of a process image (start, fork, exit).
+ *
+ * One SOCK_SEQPACKET connection per process image, non-blocking: a record the kernel will not take
+ * right now is counted as failed, never waited for. Each record carries (stream, seq); a gap in seq
+ * is a lost record, so loss stays visible even when the daemon dies with records queued to it.
+ * Nothing here writes to the application's fds or changes its errno. */
+#include "hook.h"
+
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+__attribute__((used)) static const char pl_version_stamp[] = "preload-wire-version=1";
+_Static_assert(PRELOAD_WIRE_VERSION == 1, "update pl_version_stamp");
+
+#define PL_FD_BASE 63 /* above the fds programs expect, still inside the kernel's first fd table */
+
+__thread int pl_depth __attribute__((tls_model("initial-exec")));
+int pl_enabled;
+
+static struct sockaddr_un pl_addr;
+static socklen_t pl_addrlen;
+static char pl_spooldir[PATH_MAX];
+static int pl_fd = -1;
+static ino_t pl_ino;
+static pid_t pl_pid, pl_ppid;
+static uint64_t pl_stream;
+static uint32_t pl_seq, pl_failed;
+static int pl_argc;
+static char **pl_argv;
+
+void *pl_dlsym(const char *name)
+{
+    void *p = dlsym(RTLD_NEXT, name);
+    return p ? p : dlsym(RTLD_DEFAULT, name);
+}
+
+/* Our own fd work goes straight to the kernel: never through a hook, ours or another preload's. */
+static long sys_close(int fd) { return syscall(SYS_close, fd); }
+
+pid_t pl_self(void) { return (pid_t)syscall(SYS_getpid); }
+
+int pl_in_vfork_child(void) { return pl_self() != pl_pid; }
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    return x ^ (x >> 33);
+}
+
+static uint64_t new_stream(pid_t pid)
+{
+    uint64_t r = 0;
+    const void *rnd = (const void *)getauxval(AT_RANDOM); /* fresh per exec, from the kernel */
+    if (rnd) memcpy(&r, rnd, sizeof r);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return mix64(r ^ ((uint64_t)pid << 32) ^ (uint64_t)ts.tv_nsec) | 1;
+}
+
+/* ---- channel ---- */
+
+static int chan_connect(void)
+{
+    int s = (int)syscall(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (s < 0) return -1;
+    if (syscall(SYS_connect, s, (struct sockaddr *)&pl_addr, pl_addrlen) != 0) {
+        sys_close(s);
+        return -1;
+    }
+    int hi = (int)syscall(SYS_fcntl, s, F_DUPFD_CLOEXEC, PL_FD_BASE);
+    if (hi >= 0) {
+        sys_close(s);
+        s = hi;
+    }
+    struct stat st;
+    pl_ino = fstat(s, &st) == 0 ? st.st_ino : 0;
+    int expected = -1;
+    if (!__atomic_compare_exchange_n(&pl_fd, &expected, s, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        sys_close(s); /* another thread connected first */
+        return expected;
+    }
+    return s;
+}
+
+/* Our fd is still ours: the application may have closed it behind libc's back and reused the
+ * number; a record must never land in one of the application's own files or sockets. */
+static int chan_valid(int fd)
+{
+    struct stat st;
+    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == pl_ino;
+}
+
+static void chan_drop(int fd)
+{
+    if (__atomic_compare_exchange_n(&pl_fd, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        sys_close(fd);
+}
+
+static int chan_send(const void *buf, size_t len)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fd = __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE);
+        if (fd < 0) fd = chan_connect();
+        if (fd < 0) return -1;
+        if (!chan_valid(fd)) {
+            __atomic_compare_exchange_n(&pl_fd, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+            continue; /* not ours any more: forget it, do not close it */
+        }
+        if (send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len) return 0;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return -1;
+        chan_drop(fd); /* the daemon went away: reconnect once (a restarted daemon listens) */
+    }
+    return -1;
+}
+
+void pl_fd_lost(int fd)
+{
+    if (fd >= 0 && fd == __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE))
+        __atomic_compare_exchange_n(&pl_fd, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+
+void pl_fd_range_lost(unsigned first, unsigned last)
+{
+    int fd = __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE);
+    if (fd >= 0 && (unsigned)fd >= first && (unsigned)fd <= last) pl_fd_lost(fd);
+}
+
+/* ---- records ---- */
+
+void pl_rec_begin(struct pl_rec *r, char *buf, size_t cap, unsigned kind, const void *body,
+                  size_t body_len)
+{
+    struct preload_hdr h = {0};
+    h.magic = PRELOAD_WIRE_MAGIC;
+    h.version = PRELOAD_WIRE_VERSION;
+    h.kind = (uint16_t)kind;
+    h.source = PRELOAD_SRC_HOOK;
+    memcpy(buf, &h, sizeof h);
+    memcpy(buf + sizeof h, body, body_len);
+    r->buf = buf;
+    r->cap = cap;
+    r->len = sizeof h + body_len;
+    r->nstr = 0;
+    r->truncated = 0;
+}
+
+void pl_rec_str(struct pl_rec *r, const char *s)
+{
+    if (!s) s = "";
+    size_t n = strlen(s), room = r->cap - r->len - 1;
+    if (r->cap <= r->len) return; /* cannot happen with sane buffers; keep the record valid */
+    if (n > room) {
+        n = room;
+        r->truncated = 1;
+    }
+    memcpy(r->buf + r->len, s, n);
+    r->buf[r->len + n] = 0;
+    r->len += n + 1;
+    r->nstr++;
+}
+
+void pl_rec_adopt(struct pl_rec *r)
+{
+    r->len += strlen(r->buf + r->len) + 1;
+    r->nstr++;
+}
+
+static void spool(uint32_t seq, uint32_t failed);
+
+static void rec_stamp(struct pl_rec *r, pid_t pid, pid_t ppid, uint64_t stream, uint32_t seq)
+{
+    struct preload_hdr *h = (struct preload_hdr *)r->buf;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    h->size = (uint32_t)r->len;
+    h->nstr = (uint16_t)r->nstr;
+    h->flags = r->truncated ? PRELOAD_F_TRUNCATED : 0;
+    h->pid = pid;
+    h->ppid = ppid;
+    h->seq = seq;
+    h->stream = stream;
+    h->time_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void pl_rec_send(struct pl_rec *r)
+{
+    pid_t self = pl_pid;
+    if (PL_UNLIKELY(pl_self() != self && ((struct preload_hdr *)r->buf)->kind == PRELOAD_REC_EXEC)) {
+        /* A vfork child shares our memory: give it a one-record stream of its own, touch nothing. */
+        pid_t pid = pl_self();
+        rec_stamp(r, pid, self, new_stream(pid), 1);
+        chan_send(r->buf, r->len);
+        return;
+    }
+    rec_stamp(r, self, pl_ppid, pl_stream, __atomic_add_fetch(&pl_seq, 1, __ATOMIC_RELAXED));
+    if (chan_send(r->buf, r->len) != 0) __atomic_add_fetch(&pl_failed, 1, __ATOMIC_RELAXED);
+}
+
+/* The stream's last word: its final seq, so that trailing losses show as a gap too. When even
+ * this cannot be sent, a spool file tells the daemon later. */
+static void send_end(void)
+{
+    struct preload_end e = {PRELOAD_END_EXIT, __atomic_load_n(&pl_failed, __ATOMIC_RELAXED)};
+    char buf[sizeof(struct preload_hdr) + sizeof e];
+    struct pl_rec r;
+    pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_END, &e, sizeof e);
+    uint32_t seq = __atomic_add_fetch(&pl_seq, 1, __ATOMIC_RELAXED);
+    rec_stamp(&r, pl_pid, pl_ppid, pl_stream, seq);
+    if (chan_send(r.buf, r.len) != 0) spool(seq, e.failed_sends + 1);
+}
+
+static void spool(uint32_t seq, uint32_t failed)
+{
+    char path[PATH_MAX + 64], line[128];
+    if (!pl_spooldir[0]) return;
+    snprintf(path, sizeof path, "%s/%016llx", pl_spooldir, (unsigned long long)pl_stream);
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) return;
+    int n = snprintf(line, sizeof line, "%d %d %016llx %u %u\n", (int)pl_pid, (int)pl_ppid,
+                     (unsigned long long)pl_stream, seq, failed);
+    if (syscall(SYS_write, fd, line, (size_t)n) < 0) { /* nothing more we can do */ }
+    sys_close(fd);
+}
+
+/* ---- life of the process image ---- */
+
+static void send_start(void)
+{
+    char exe[PATH_MAX], cwd[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    exe[n > 0 ? n : 0] = 0;
+    if (!getcwd(cwd, sizeof cwd)) cwd[0] = 0;
+    struct preload_start s = {
+        .uid = getuid(), .euid = geteuid(), .gid = getgid(), .egid = getegid(),
+        .argc = 0, .attach = PRELOAD_SRC_HOOK,
+    };
+    char buf[8192];
+    struct pl_rec r;
+    int argc = pl_argv ? pl_argc : 0;
+    /* argc strings must follow; count only what fits so that the record stays well-formed */
+    pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_START, &s, sizeof s);
+    pl_rec_str(&r, exe);
+    pl_rec_str(&r, cwd);
+    int kept = 0;
+    for (; kept < argc && r.len < r.cap - 1; kept++) pl_rec_str(&r, pl_argv[kept]);
+    if (kept < argc) r.truncated = 1;
+    ((struct preload_start *)(buf + sizeof(struct preload_hdr)))->argc = (uint32_t)kept;
+    pl_rec_send(&r);
+}
+
+static void after_fork_child(void)
+{
+    pl_pid = pl_self();
+    pl_ppid = getppid();
+    pl_stream = new_stream(pl_pid);
+    pl_seq = 0;
+    pl_failed = 0;
+    pl_table_forget();
+}
+
+static int configure(void)
+{
+    const char *sock = getenv("PRELOAD_SOCKET");
+    if (!sock || !*sock || strlen(sock) >= sizeof pl_addr.sun_path) return 0;
+    pl_addr.sun_family = AF_UNIX;
+    strcpy(pl_addr.sun_path, sock);
+    pl_addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(sock) + 1);
+    const char *slash = strrchr(sock, '/');
+    if (slash && (size_t)(slash - sock) + sizeof "/spool" < sizeof pl_spooldir) {
+        memcpy(pl_spooldir, sock, (size_t)(slash - sock));
+        strcpy(pl_spooldir + (slash - sock), "/spool");
+    }
+    return 1;
+}
+
+/* glibc passes argc/argv/envp to ELF constructors; other libcs may pass nothing useful. */
+__attribute__((constructor)) static void pl_init(int argc, char **argv, char **envp)
+{
+    (void)envp;
+    int saved = errno;
+    if (configure()) {
+        pl_argc = argc;
+        pl_argv = (argc > 0 && argv) ? argv : NULL;
+        pl_pid = pl_self();
+        pl_ppid = getppid();
+        pl_stream = new_stream(pl_pid);
+        pthread_atfork(NULL, NULL, after_fork_child);
+        pl_depth++;
+        send_start();
+        pl_depth--;
+        pl_enabled = 1;
+    }
+    errno = saved;
+}
+
+__attribute__((destructor)) static void pl_fini(void)
+{
+    if (!pl_enabled || pl_self() != pl_pid) return;
+    int saved = errno;
+    pl_depth++;
+    pl_flush_counts();
+    send_end();
+    pl_enabled = 0;
+    pl_depth--;
+    errno = saved;
+}

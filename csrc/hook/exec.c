@@ -1,0 +1,196 @@
+/* exec.c: the caller's side of starting a program. An exec that succeeds never returns, so the
+ * attempt is recorded before the call and a failure after it. The new program reports its own start
+ * from the library constructor; this record is what remains when the target does not load the hook
+ * (static, Go). glibc's execvp, system and popen reach execve/posix_spawn without the PLT, so each
+ * public entry point is hooked. In a vfork child only async-signal-safe work happens here. */
+#include "hook.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* What execvp will run: the first executable match on PATH (for the record only). */
+static const char *on_path(const char *file, char *out, size_t cap)
+{
+    if (!file || !*file || strchr(file, '/')) return file;
+    const char *path = getenv("PATH");
+    if (!path) path = "/bin:/usr/bin";
+    for (const char *p = path;; p++) {
+        const char *end = strchrnul(p, ':');
+        int n = snprintf(out, cap, "%.*s/%s", (int)(end - p), p, file);
+        if (n > 0 && (size_t)n < cap && access(out, X_OK) == 0) return out;
+        if (!*end) return file;
+        p = end;
+    }
+}
+
+static void record_exec(unsigned api, unsigned phase, int res, int fd, const char *path,
+                        char *const argv[])
+{
+    int err = errno;
+    if (!pl_enter()) return;
+    if (phase == PRELOAD_EXEC_ATTEMPT && !pl_in_vfork_child()) pl_flush_counts();
+    struct preload_exec e = {.api = (uint16_t)api, .phase = (uint16_t)phase, .res = res, .fd = fd};
+    char buf[8192];
+    struct pl_rec r;
+    pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_EXEC, &e, sizeof e);
+    pl_rec_str(&r, path);
+    uint32_t kept = 0;
+    for (; argv && argv[kept] && r.len < r.cap - 1; kept++) pl_rec_str(&r, argv[kept]);
+    if (argv && argv[kept]) r.truncated = 1;
+    ((struct preload_exec *)(buf + sizeof(struct preload_hdr)))->argc = kept;
+    pl_rec_send(&r);
+    pl_leave();
+    errno = err;
+}
+
+#define ATTEMPT(api, fd, path, argv) record_exec(api, PRELOAD_EXEC_ATTEMPT, 0, fd, path, argv)
+#define FAILED(api, err, fd, path, argv) record_exec(api, PRELOAD_EXEC_FAILED, -(err), fd, path, argv)
+
+PL_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+    ATTEMPT(PRELOAD_API_EXECVE, -1, path, argv);
+    int r = REAL(execve)(path, argv, envp);
+    FAILED(PRELOAD_API_EXECVE, errno, -1, path, argv);
+    return r;
+}
+
+PL_EXPORT int execv(const char *path, char *const argv[])
+{
+    ATTEMPT(PRELOAD_API_EXECV, -1, path, argv);
+    int r = REAL(execv)(path, argv);
+    FAILED(PRELOAD_API_EXECV, errno, -1, path, argv);
+    return r;
+}
+
+PL_EXPORT int execvp(const char *file, char *const argv[])
+{
+    char full[PATH_MAX];
+    const char *path = on_path(file, full, sizeof full);
+    ATTEMPT(PRELOAD_API_EXECVP, -1, path, argv);
+    int r = REAL(execvp)(file, argv);
+    FAILED(PRELOAD_API_EXECVP, errno, -1, path, argv);
+    return r;
+}
+
+PL_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    char full[PATH_MAX];
+    const char *path = on_path(file, full, sizeof full);
+    ATTEMPT(PRELOAD_API_EXECVPE, -1, path, argv);
+    int r = REAL(execvpe)(file, argv, envp);
+    FAILED(PRELOAD_API_EXECVPE, errno, -1, path, argv);
+    return r;
+}
+
+/* The execl family: collect the variadic arguments into an argv on the stack. */
+#define COLLECT_ARGV(arg, argv, after)                           \
+    size_t argc_ = 1;                                            \
+    va_list ap_;                                                 \
+    va_start(ap_, arg);                                          \
+    while (va_arg(ap_, char *)) argc_++;                         \
+    va_end(ap_);                                                 \
+    char *argv[argc_ + 1];                                       \
+    argv[0] = (char *)(arg);                                     \
+    va_start(ap_, arg);                                          \
+    for (size_t i_ = 1; i_ <= argc_; i_++) argv[i_] = va_arg(ap_, char *); \
+    after;                                                       \
+    va_end(ap_)
+
+PL_EXPORT int execl(const char *path, const char *arg, ...)
+{
+    COLLECT_ARGV(arg, argv, (void)0);
+    ATTEMPT(PRELOAD_API_EXECL, -1, path, argv);
+    int r = REAL(execv)(path, argv);
+    FAILED(PRELOAD_API_EXECL, errno, -1, path, argv);
+    return r;
+}
+
+PL_EXPORT int execlp(const char *file, const char *arg, ...)
+{
+    COLLECT_ARGV(arg, argv, (void)0);
+    char full[PATH_MAX];
+    const char *path = on_path(file, full, sizeof full);
+    ATTEMPT(PRELOAD_API_EXECLP, -1, path, argv);
+    int r = REAL(execvp)(file, argv);
+    FAILED(PRELOAD_API_EXECLP, errno, -1, path, argv);
+    return r;
+}
+
+PL_EXPORT int execle(const char *path, const char *arg, ...)
+{
+    char *const *envp;
+    COLLECT_ARGV(arg, argv, envp = va_arg(ap_, char *const *));
+    ATTEMPT(PRELOAD_API_EXECLE, -1, path, argv);
+    int r = REAL(execve)(path, argv, envp);
+    FAILED(PRELOAD_API_EXECLE, errno, -1, path, argv);
+    return r;
+}
+
+PL_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
+                       int flags)
+{
+    char full[PATH_MAX];
+    const char *p = path;
+    if ((flags & AT_EMPTY_PATH) && p && !*p) p = "."; /* the file is dirfd itself */
+    pl_abspath(dirfd, p, full, sizeof full);
+    ATTEMPT(PRELOAD_API_EXECVEAT, dirfd, full, argv);
+    int r = REAL(execveat)(dirfd, path, argv, envp, flags);
+    FAILED(PRELOAD_API_EXECVEAT, errno, dirfd, full, argv);
+    return r;
+}
+
+PL_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+    char full[PATH_MAX];
+    pl_abspath(fd, ".", full, sizeof full);
+    ATTEMPT(PRELOAD_API_FEXECVE, fd, full, argv);
+    int r = REAL(fexecve)(fd, argv, envp);
+    FAILED(PRELOAD_API_FEXECVE, errno, fd, full, argv);
+    return r;
+}
+
+PL_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                          const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    ATTEMPT(PRELOAD_API_POSIX_SPAWN, -1, path, argv);
+    int r = REAL(posix_spawn)(pid, path, fa, attr, argv, envp);
+    if (r) FAILED(PRELOAD_API_POSIX_SPAWN, r, -1, path, argv);
+    return r;
+}
+
+PL_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                           const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    char full[PATH_MAX];
+    const char *path = on_path(file, full, sizeof full);
+    ATTEMPT(PRELOAD_API_POSIX_SPAWNP, -1, path, argv);
+    int r = REAL(posix_spawnp)(pid, file, fa, attr, argv, envp);
+    if (r) FAILED(PRELOAD_API_POSIX_SPAWNP, r, -1, path, argv);
+    return r;
+}
+
+PL_EXPORT int system(const char *cmd)
+{
+    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+    if (cmd) ATTEMPT(PRELOAD_API_SYSTEM, -1, "/bin/sh", argv);
+    int r = REAL(system)(cmd);
+    if (cmd && r == -1) FAILED(PRELOAD_API_SYSTEM, errno, -1, "/bin/sh", argv);
+    return r;
+}
+
+PL_EXPORT FILE *popen(const char *cmd, const char *type)
+{
+    char *argv[] = {"sh", "-c", (char *)cmd, NULL};
+    ATTEMPT(PRELOAD_API_POPEN, -1, "/bin/sh", argv);
+    FILE *f = REAL(popen)(cmd, type);
+    if (!f) FAILED(PRELOAD_API_POPEN, errno, -1, "/bin/sh", argv);
+    return f;
+}

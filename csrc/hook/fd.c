@@ -1,0 +1,39 @@
+/* fd.c: the application closing or replacing descriptors. Programs close every fd at start
+ * (closefrom loops, close_range) or dup2 onto numbers they want: they get exactly that, and the
+ * channel notices that its fd is gone and reconnects on the next record. */
+#include "hook.h"
+
+#include <unistd.h>
+
+int close_range(unsigned first, unsigned last, int flags);
+void closefrom(int lowfd);
+
+PL_EXPORT int close(int fd)
+{
+    pl_fd_lost(fd);
+    return REAL(close)(fd);
+}
+
+PL_EXPORT int close_range(unsigned first, unsigned last, int flags)
+{
+    pl_fd_range_lost(first, last);
+    return REAL(close_range)(first, last, flags);
+}
+
+PL_EXPORT void closefrom(int lowfd)
+{
+    pl_fd_range_lost(lowfd < 0 ? 0 : (unsigned)lowfd, ~0U);
+    REAL(closefrom)(lowfd);
+}
+
+PL_EXPORT int dup2(int oldfd, int newfd)
+{
+    if (oldfd != newfd) pl_fd_lost(newfd);
+    return REAL(dup2)(oldfd, newfd);
+}
+
+PL_EXPORT int dup3(int oldfd, int newfd, int flags)
+{
+    pl_fd_lost(newfd);
+    return REAL(dup3)(oldfd, newfd, flags);
+}

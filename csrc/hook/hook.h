@@ -1,0 +1,91 @@
+/* hook.h: what the hook families share. Include first in every hook file.
+ *
+ * Each family file has the same shape: resolve the real function, call it, record what happened
+ * (the caller's errno restored), return the real result. Only the hooks are exported
+ * (-fvisibility=hidden for the rest). */
+#ifndef PRELOAD_HOOK_H
+#define PRELOAD_HOOK_H
+
+/* The hooks define open() and friends; fortified inline wrappers would clash with them. */
+#undef _FORTIFY_SOURCE
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../preload_wire.h"
+
+#define PL_EXPORT __attribute__((visibility("default")))
+#define PL_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+void *pl_dlsym(const char *name);
+
+/* The real function behind a hook, resolved on first use: hooks can run before our constructor. */
+#define REAL(fn)                                                                 \
+    ({                                                                           \
+        static __typeof__(fn) *real_;                                            \
+        __typeof__(fn) *r_ = __atomic_load_n(&real_, __ATOMIC_RELAXED);          \
+        if (PL_UNLIKELY(!r_)) {                                                  \
+            r_ = (__typeof__(fn) *)pl_dlsym(#fn);                                \
+            __atomic_store_n(&real_, r_, __ATOMIC_RELAXED);                      \
+        }                                                                        \
+        r_;                                                                      \
+    })
+
+/* Re-entrancy: libc may call a hooked function from inside another; record only the outer call. */
+extern __thread int pl_depth __attribute__((tls_model("initial-exec")));
+extern int pl_enabled;
+
+static inline int pl_enter(void)
+{
+    if (!pl_enabled || pl_depth) return 0;
+    pl_depth++;
+    return 1;
+}
+
+static inline void pl_leave(void) { pl_depth--; }
+
+/* A record under construction, in a caller-provided buffer (hooks run on the application's stack,
+ * which may be small: size buffers for the record kind). */
+struct pl_rec {
+    char *buf;
+    size_t cap;
+    size_t len;
+    int nstr;
+    int truncated;
+};
+
+void pl_rec_begin(struct pl_rec *r, char *buf, size_t cap, unsigned kind, const void *body,
+                  size_t body_len);
+void pl_rec_str(struct pl_rec *r, const char *s);
+/* Counts the NUL-terminated string already written at the end of the record. */
+void pl_rec_adopt(struct pl_rec *r);
+/* Stamps the header (pid, seq, time) and sends; never blocks; a refused record is counted. */
+void pl_rec_send(struct pl_rec *r);
+
+/* Resolves path against dirfd (AT_FDCWD: the cwd) into out, lexically normalised.
+ * Returns 0, or -1 when it could not (out then holds the path as given). */
+int pl_abspath(int dirfd, const char *path, char *out, size_t cap);
+
+/* The calling process, from the kernel (the cached pid is stale only in a vfork child). */
+pid_t pl_self(void);
+int pl_in_vfork_child(void);
+
+/* Sends aggregated counts (before exec and at exit). */
+void pl_flush_counts(void);
+/* After fork: the child starts with an empty table (cleared lazily). */
+void pl_table_forget(void);
+
+/* Called by the fd hooks: the application is closing or replacing fd. */
+void pl_fd_lost(int fd);
+void pl_fd_range_lost(unsigned first, unsigned last);
+
+/* Aggregation: returns 1 when this open is a repeat and was counted; else 0 and *hash, *repeatable
+ * tell how to record it. */
+int pl_aggregate(const char *abspath, int res, int is_write, uint64_t *hash, int *repeatable);
+
+#endif

@@ -1,0 +1,158 @@
+/* preload_wire.h: the records that the hook (and later the tracer) send to the daemon.
+ *
+ * One header serves the C compile and the cffi cdef, so it holds only integer #defines, plain
+ * structs and prototypes (no includes, no expressions in #defines, no macros with arguments).
+ *
+ * A record is one SOCK_SEQPACKET message:
+ *   struct preload_hdr | kind-specific body | nstr NUL-terminated strings (or, for COUNTS, entries)
+ * Every record is untrusted input for the daemon: preload_check() validates before anything is read.
+ */
+
+#define PRELOAD_WIRE_MAGIC 826559568 /* 0x31444c50: "PLD1" in memory */
+#define PRELOAD_WIRE_VERSION 1
+#define PRELOAD_MAX_RECORD 16384
+
+/* kinds */
+#define PRELOAD_REC_START 1  /* a process image starts (library constructor) */
+#define PRELOAD_REC_EXEC 2   /* the caller's side of exec, posix_spawn, system, popen */
+#define PRELOAD_REC_OPEN 3   /* open, openat, creat, fopen, freopen and their variants */
+#define PRELOAD_REC_NET 4    /* connect, bind, listen, accept, accept4 */
+#define PRELOAD_REC_COUNTS 5 /* repeats that were aggregated in-process, by path hash */
+#define PRELOAD_REC_END 6    /* a process image ends: the header's seq is the stream's last */
+#define PRELOAD_REC_KIND_MAX 6
+
+/* header flags */
+#define PRELOAD_F_TRUNCATED 1 /* strings were cut to fit PRELOAD_MAX_RECORD */
+
+/* sources */
+#define PRELOAD_SRC_HOOK 1
+#define PRELOAD_SRC_PTRACE 2
+
+/* api: which entry point the application called */
+#define PRELOAD_API_EXECVE 1
+#define PRELOAD_API_EXECV 2
+#define PRELOAD_API_EXECVP 3
+#define PRELOAD_API_EXECVPE 4
+#define PRELOAD_API_EXECL 5
+#define PRELOAD_API_EXECLP 6
+#define PRELOAD_API_EXECLE 7
+#define PRELOAD_API_EXECVEAT 8
+#define PRELOAD_API_FEXECVE 9
+#define PRELOAD_API_POSIX_SPAWN 10
+#define PRELOAD_API_POSIX_SPAWNP 11
+#define PRELOAD_API_SYSTEM 12
+#define PRELOAD_API_POPEN 13
+#define PRELOAD_API_OPEN 20
+#define PRELOAD_API_OPEN64 21
+#define PRELOAD_API_OPENAT 22
+#define PRELOAD_API_OPENAT64 23
+#define PRELOAD_API_OPEN_2 24
+#define PRELOAD_API_OPENAT_2 25
+#define PRELOAD_API_CREAT 26
+#define PRELOAD_API_CREAT64 27
+#define PRELOAD_API_FOPEN 28
+#define PRELOAD_API_FOPEN64 29
+#define PRELOAD_API_FREOPEN 30
+#define PRELOAD_API_FREOPEN64 31
+#define PRELOAD_API_OPEN64_2 32
+#define PRELOAD_API_OPENAT64_2 33
+#define PRELOAD_API_CONNECT 40
+#define PRELOAD_API_BIND 41
+#define PRELOAD_API_LISTEN 42
+#define PRELOAD_API_ACCEPT 43
+#define PRELOAD_API_ACCEPT4 44
+
+/* exec phases */
+#define PRELOAD_EXEC_ATTEMPT 1 /* sent before the call: an exec that succeeds never returns */
+#define PRELOAD_EXEC_FAILED 2  /* the call returned an error; res is -errno */
+
+/* end reasons */
+#define PRELOAD_END_EXIT 1
+#define PRELOAD_END_SPOOL 2 /* recovered by the daemon from a spool file */
+
+struct preload_hdr {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t kind;
+    uint32_t size;   /* whole record: header, body and strings */
+    uint16_t source; /* PRELOAD_SRC_* */
+    uint16_t nstr;   /* strings after the body (entries, for COUNTS) */
+    uint32_t flags;  /* PRELOAD_F_* */
+    int32_t pid;
+    int32_t ppid;
+    uint32_t seq;    /* 1, 2, ... within the stream; a gap is a lost record */
+    uint64_t stream; /* one process image: random per exec, renewed at fork */
+    uint64_t time_ns; /* CLOCK_REALTIME */
+};
+
+/* strings: exe, cwd, argv[0..argc-1] */
+struct preload_start {
+    uint32_t uid;
+    uint32_t euid;
+    uint32_t gid;
+    uint32_t egid;
+    uint32_t argc;
+    uint32_t attach; /* PRELOAD_SRC_* that covers this process */
+};
+
+/* strings: path (as resolved by the caller for the p-variants), argv[...] */
+struct preload_exec {
+    uint16_t api;
+    uint16_t phase; /* PRELOAD_EXEC_* */
+    int32_t res;    /* 0 for an attempt, -errno for a failure */
+    int32_t fd;     /* execveat dirfd or fexecve fd, else -1 */
+    uint32_t argc;
+};
+
+/* strings: path, absolute where it could be resolved */
+struct preload_open {
+    uint16_t api;
+    uint16_t repeatable; /* 1 when later identical opens are aggregated under path_hash */
+    int32_t flags;
+    uint32_t mode;
+    int32_t res; /* fd, or -errno */
+    uint64_t path_hash;
+};
+
+/* strings: local unix path, remote unix path (empty when not AF_UNIX) */
+struct preload_net {
+    uint16_t api;
+    uint16_t family;
+    int32_t fd;
+    int32_t res; /* 0, accepted fd, or -errno */
+    int32_t socktype;
+    int32_t protocol;
+    uint16_t lport;
+    uint16_t rport;
+    uint8_t laddr[16];
+    uint8_t raddr[16];
+};
+
+struct preload_count {
+    uint64_t path_hash;
+    uint64_t count;
+};
+
+struct preload_counts {
+    uint32_t n; /* entries after the body; equals hdr.nstr */
+    uint32_t pad;
+};
+
+struct preload_end {
+    uint32_t reason;      /* PRELOAD_END_* */
+    uint32_t failed_sends; /* records of this stream the channel refused */
+};
+
+/* Validation shared by the daemon and the tests. Returns PRELOAD_OK or one of the errors. */
+#define PRELOAD_OK 0
+#define PRELOAD_ERR_SHORT 1
+#define PRELOAD_ERR_MAGIC 2
+#define PRELOAD_ERR_VERSION 3
+#define PRELOAD_ERR_SIZE 4
+#define PRELOAD_ERR_KIND 5
+#define PRELOAD_ERR_BODY 6
+#define PRELOAD_ERR_STRINGS 7
+
+int preload_check(const void *buf, size_t len);
+/* Fills out[0..nstr-1] with pointers to the record's strings; call only after preload_check. */
+int preload_strings(const void *buf, size_t len, const char **out, size_t max);
