@@ -1,0 +1,3 @@
+from preload.cli import main
+
+main(prog_name="preload")

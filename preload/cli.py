@@ -1,0 +1,129 @@
+"""The `preload` command. Commands are thin: check the input, call the library, print.
+
+Logging is configured here, once per process, and nowhere in the library."""
+import json
+import sys
+
+import click
+
+STATE_DIR = click.option(
+    "--state-dir", type=click.Path(file_okay=False), envvar="PRELOAD_STATE_DIR",
+    help="Where the event log and the channel live [env PRELOAD_STATE_DIR; default /var/lib/preload "
+         "for root, ~/.local/state/preload otherwise, /tmp/preload-UID when those are read-only].")
+FORMAT = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+                      show_default=True, help="text for people, json for scripts.")
+
+
+def _log_to_stderr(level="WARNING", prefix="preload"):
+    from loguru import logger  # here, not at the top: `preload run` start-up is the application's time
+
+    logger.remove()
+    logger.add(sys.stderr, level=level, format=prefix + ": {message}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="preload")
+def main():
+    """Runtime security from inside the container: no host, no kernel module, no sidecar.
+
+    \b
+    Put it in front of your application:
+        ENTRYPOINT ["preload", "run", "--"]
+    Then read what it saw:
+        preload report
+    """
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@STATE_DIR
+@click.option("--attach", type=click.Choice(["auto", "preload", "none"]), default="auto", show_default=True,
+              help="How to watch the application: auto picks per program (the libc hook for dynamic "
+                   "programs); none runs it unobserved (for comparisons).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(state_dir, attach, command):
+    """Run COMMAND under the agent, as its entrypoint wrapper.
+
+    \b
+    preload run -- python3 app.py
+    preload run --state-dir /tmp/s -- sh -c 'cat /etc/hostname'
+
+    Exits with COMMAND's status (128+N when killed by signal N; 127 when it is not found, 126 when
+    it is not executable). Signals HUP INT QUIT USR1 USR2 TERM WINCH are forwarded to it and
+    orphaned processes are reaped, as tini does. Events go to STATE_DIR/events.jsonl.
+    """
+    from preload import state, supervisor
+
+    try:
+        code = supervisor.run(list(command), state_dir, attach)
+    except supervisor.CommandError as e:
+        click.echo(f"preload: {e}", err=True)
+        sys.exit(e.status)
+    except state.StateError as e:
+        raise click.ClickException(str(e)) from None
+    sys.exit(code)
+
+
+@main.command(hidden=True)
+@STATE_DIR
+@click.option("--listen-fd", type=int, help="Inherited listening socket (from preload run).")
+@click.option("--control-fd", type=int, help="Pipe whose end of file means: drain and stop.")
+@click.option("--restart-gap", type=float, help="Seconds without a daemon before this one.")
+@click.option("--previous-status", type=int, help="Exit status of the daemon this one replaces.")
+def daemon(state_dir, listen_fd, control_fd, restart_gap, previous_status):
+    """Receive records and write the event log (started by `preload run`)."""
+    from preload import daemon as daemon_mod, state
+
+    st = state.State(state_dir or state.default_dir())
+    _log_to_stderr(level="INFO", prefix="preload-daemon")
+    sys.exit(daemon_mod.main(listen_fd=listen_fd, socket_path=str(st.socket), events_path=str(st.events),
+                             spool_dir=str(st.spool), restart_gap=restart_gap, previous_status=previous_status,
+                             control_fd=control_fd))
+
+
+@main.command()
+@STATE_DIR
+@FORMAT
+@click.argument("logs", nargs=-1, type=click.Path(dir_okay=False))
+def report(state_dir, fmt, logs):
+    """Summarise what the agent saw: process tree, programs, files, network, losses.
+
+    Reads STATE_DIR/events.jsonl, or the LOGS given (several logs, e.g. from many containers, are
+    merged).
+    """
+    from pathlib import Path
+
+    from preload import report as report_mod, state
+
+    paths = list(logs) or [str(Path(state_dir or state.existing_dir()) / state.EVENTS)]
+    try:
+        log = report_mod.load(paths)
+    except FileNotFoundError as e:
+        raise click.ClickException(f"no event log at {e.filename}: run 'preload run -- COMMAND' first, "
+                                   "or give --state-dir or the log's path") from None
+    summary = report_mod.summarize(log)
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(report_mod.render_text(summary), nl=False)
+
+
+@main.command()
+@FORMAT
+@click.argument("paths", nargs=-1, required=True)
+def inspect(fmt, paths):
+    """Classify executables and say how preload would watch each.
+
+    \b
+    dynamic-glibc, dynamic-musl  -> the libc hook (LD_PRELOAD)
+    static, static-pie, go       -> needs the ptrace fallback
+    script                       -> whatever its interpreter needs
+    """
+    from preload import elf
+
+    targets = [elf.classify(p) for p in paths]
+    if fmt == "json":
+        click.echo(json.dumps([elf.to_dict(t) for t in targets], indent=2))
+    else:
+        click.echo(elf.format_text(targets))
+    if any(t.kind == "missing" for t in targets):
+        sys.exit(1)

@@ -1,0 +1,242 @@
+"""The daemon: receives records on the channel, enriches them, writes the event log.
+
+It runs beside the application (started by the supervisor, never instrumented itself). Everything
+that arrives is untrusted: a bad record, a wrong protocol version or a peer outside our pid
+namespace (another container, the host) is counted, logged, and the daemon goes on.
+
+The listening socket usually belongs to the supervisor and is inherited: if this process dies,
+connections not yet accepted wait in the backlog for the next daemon."""
+import json
+import os
+import selectors
+import signal
+import socket
+import struct
+import time
+from collections import Counter
+
+from preload import wire
+from preload.events import Enricher, agent_event
+
+_UCRED = struct.Struct("3i")
+_BATCH = 256  # records read from one connection before looking at the others
+_DRAIN_SECONDS = 3.0
+
+
+def _logger():
+    # imported on first use: loguru costs tens of milliseconds, and a quiet daemon never logs;
+    # its format and level come from LOGURU_FORMAT/LOGURU_LEVEL, set by whoever started us
+    from loguru import logger
+    return logger
+
+
+class EventLog:
+    """Append-only JSONL; one write per batch. Shared by the daemon and the supervisor."""
+
+    def __init__(self, path):
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._lines = []
+
+    def add(self, event):
+        self._lines.append(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+
+    def flush(self):
+        if self._lines:
+            data = ("\n".join(self._lines) + "\n").encode("utf-8", "surrogateescape")
+            self._lines.clear()
+            while data:  # a regular file takes it all; loop only for the rare short write
+                data = data[os.write(self._fd, data):]
+
+    def close(self):
+        self.flush()
+        os.close(self._fd)
+
+
+class Daemon:
+    def __init__(self, listener, log, spool_dir=None, classify=None, control=None):
+        self.listener = listener
+        self.control = control
+        self.listener.setblocking(False)
+        self.log = log
+        self.spool_dir = spool_dir
+        self.enricher = Enricher(classify=classify)
+        self.stats = Counter()
+        self.rejected = Counter()
+        self.stopping = False
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(listener, selectors.EVENT_READ)
+        if control is not None:  # end of file on it means: drain and stop
+            self._sel.register(control, selectors.EVENT_READ)
+        self._buf = bytearray(wire.MAX_RECORD + 1)
+        self._warned = Counter()
+
+    # -- untrusted input --------------------------------------------------------------------
+
+    def _reject(self, reason, detail=""):
+        self.rejected[reason] += 1
+        n = self._warned[reason] = self._warned[reason] + 1
+        if n <= 5 or n & (n - 1) == 0:  # first few, then at powers of two: loud but bounded
+            _logger().warning("rejected {} (#{}){}", reason, self.rejected[reason], detail)
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # EMFILE and friends: the peer's records wait in the backlog
+                _logger().error("accept failed: {}", e)
+                return
+            pid, uid, gid = _UCRED.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))
+            if pid == 0:  # the kernel shows 0 for a peer outside our pid namespace
+                self._reject("peer outside the container", f" uid={uid}")
+                conn.close()
+                continue
+            conn.setblocking(False)
+            self.stats["connections"] += 1
+            self._sel.register(conn, selectors.EVENT_READ, pid)
+
+    def _read(self, key):
+        conn = key.fileobj
+        for _ in range(_BATCH):
+            try:
+                n = conn.recv_into(self._buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                n = 0
+            if n == 0:
+                self._sel.unregister(conn)
+                conn.close()
+                return
+            if n > wire.MAX_RECORD:
+                self._reject("oversized record", f" from pid {key.data}")
+                continue
+            self._record(bytes(self._buf[:n]), key)
+
+    def _record(self, data, key):
+        try:
+            rec = wire.decode(data)
+        except wire.WireError as e:
+            if e.reason == "version":
+                _logger().error("pid {} speaks another protocol version (we speak {}): refusing it; "
+                             "is a different preload installed in this image?", key.data, wire.VERSION)
+                self._sel.unregister(key.fileobj)
+                key.fileobj.close()
+            self._reject(f"bad record: {e.reason}", f" from pid {key.data}")
+            return
+        self.stats["records"] += 1
+        try:
+            for event in self.enricher.events(rec):
+                self.log.add(event)
+        except Exception:  # a record we decoded but cannot describe must not stop the daemon
+            _logger().exception("could not describe a {} record from pid {}", rec.get("kind"), key.data)
+            self._reject("undescribable record")
+
+    # -- life ---------------------------------------------------------------------------------
+
+    def poll(self, timeout):
+        """One round: returns the number of ready sources."""
+        ready = self._sel.select(timeout)
+        for key, _ in ready:
+            if key.fileobj is self.listener:
+                self._accept()
+            elif key.fileobj is self.control:
+                if not os.read(self.control, 64):
+                    self._sel.unregister(self.control)
+                    self.stopping = True
+            else:
+                self._read(key)
+        self.log.flush()
+        return len(ready)
+
+    def serve(self):
+        while not self.stopping:
+            self.poll(1.0)
+        self.drain()
+
+    def drain(self, seconds=_DRAIN_SECONDS):
+        """Reads until the channel is quiet (or a bounded time passed: orphans may keep talking)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and self.poll(0):
+            pass
+        self.collect_spool()
+        self.log.add(agent_event("preload.daemon", **{
+            "preload.state": "stop",
+            "preload.stats": {"records": self.stats["records"], "connections": self.stats["connections"],
+                              "rejected": dict(self.rejected)}}))
+        self.log.flush()
+
+    def collect_spool(self):
+        """Ends of streams that could not reach a daemon, noted by the hook in the spool dir."""
+        if not self.spool_dir:
+            return
+        try:
+            names = os.listdir(self.spool_dir)
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(self.spool_dir, name)
+            try:
+                with open(path, "rb") as f:
+                    pid, ppid, stream, seq, failed = f.read(256).split()
+                rec = {"kind": "end", "source": "preload", "pid": int(pid), "ppid": int(ppid),
+                       "stream": f"{int(stream, 16):016x}", "seq": int(seq), "time_ns": os.stat(path).st_mtime_ns,
+                       "reason": "spool", "failed_sends": int(failed)}
+            except (OSError, ValueError):
+                self._reject("bad spool file")
+                rec = None
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            if rec:
+                for event in self.enricher.events(rec):
+                    self.log.add(event)
+
+
+def _restart_event(gap_seconds, previous_status):
+    return agent_event("preload.daemon", **{"preload.state": "restart", "preload.gap_seconds": gap_seconds,
+                                            "preload.previous_status": previous_status})
+
+
+def main(listen_fd=None, socket_path=None, events_path="events.jsonl", spool_dir=None,
+         restart_gap=None, previous_status=None, control_fd=None):
+    """Runs until SIGTERM/SIGINT or end of file on control_fd, then drains. The caller has
+    configured logging."""
+    if listen_fd is not None:
+        listener = socket.socket(fileno=listen_fd)
+    else:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)
+        listener.bind(socket_path)
+        os.chmod(socket_path, 0o666)  # processes that dropped privileges report too
+        listener.listen(4096)
+    from preload import elf  # after the channel is up: nothing waits on this import
+
+    log = EventLog(events_path)
+    daemon = Daemon(listener, log, spool_dir, classify=elf.classify, control=control_fd)
+
+    def stop(signum, frame):
+        daemon.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if restart_gap is not None:
+        log.add(_restart_event(restart_gap, previous_status))
+        _logger().warning("restarted after {:.3f}s without a daemon (previous exit status {})",
+                       restart_gap, previous_status)
+    else:
+        log.add(agent_event("preload.daemon", **{"preload.state": "start"}))
+    daemon.collect_spool()
+    log.flush()
+    daemon.serve()
+    log.close()
+    return 0
+
+
+if __name__ == "__main__":  # how `preload run` starts us: no command-line framework to import
+    import sys
+
+    sys.exit(main(**json.loads(sys.argv[1])))

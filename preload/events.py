@@ -1,0 +1,268 @@
+"""From decoded records to Falco-named events (docs/events.md), with a process table for the
+parent and ancestor fields. Records are untrusted; nothing here trusts a value beyond its type."""
+import errno
+import os
+import socket
+import time
+from collections import OrderedDict
+
+_OPEN_FLAGS = [(getattr(os, n), n) for n in (
+    "O_CREAT", "O_EXCL", "O_NOCTTY", "O_TRUNC", "O_APPEND", "O_NONBLOCK", "O_DSYNC", "O_DIRECT",
+    "O_DIRECTORY", "O_NOFOLLOW", "O_NOATIME", "O_CLOEXEC", "O_PATH") if getattr(os, n, 0)]
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_O_SYNC = getattr(os, "O_SYNC", 0)
+_ACCMODE = {os.O_RDONLY: "O_RDONLY", os.O_WRONLY: "O_WRONLY", os.O_RDWR: "O_RDWR"}
+_OPEN_TYPE = {"open": "open", "open64": "open", "__open_2": "open", "__open64_2": "open",
+              "creat": "creat", "creat64": "creat"}  # everything else goes through openat
+_L4 = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp", socket.SOCK_RAW: "raw"}
+_FAMILY = {socket.AF_INET: ("4", "ipv4"), socket.AF_INET6: ("6", "ipv6"), socket.AF_UNIX: ("u", "unix")}
+_CLIENT_IS_LOCAL = {"connect"}
+
+
+def res_name(res):
+    """Falco's evt.res: SUCCESS, or the errno name."""
+    if res >= 0:
+        return "SUCCESS"
+    return errno.errorcode.get(-res, f"E{-res}")
+
+
+def open_flags(flags):
+    if _O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE:
+        names = ["O_TMPFILE"]
+        flags &= ~_O_TMPFILE
+    else:
+        names = []
+    names.insert(0, _ACCMODE.get(flags & os.O_ACCMODE, "O_RDONLY"))
+    if _O_SYNC and flags & _O_SYNC == _O_SYNC:
+        names.append("O_SYNC")
+        flags &= ~_O_SYNC
+    names += [n for bit, n in _OPEN_FLAGS if flags & bit]
+    return "|".join(names)
+
+
+class _Clock:
+    """ns since the epoch to RFC 3339; strftime once per second, not per event."""
+
+    def __init__(self):
+        self._sec, self._text = None, ""
+
+    def __call__(self, ns):
+        sec, frac = divmod(int(ns), 1_000_000_000)
+        if sec != self._sec:
+            self._sec, self._text = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._text}.{frac:09d}Z"
+
+
+rfc3339 = _Clock()
+
+
+class Proc:
+    __slots__ = ("pid", "ppid", "name", "exepath", "cmdline", "args", "cwd", "uid", "attach")
+
+    def __init__(self, pid, ppid, exepath="", argv=(), cwd="", uid=None, attach=""):
+        self.pid, self.ppid, self.exepath, self.cwd, self.uid, self.attach = pid, ppid, exepath, cwd, uid, attach
+        argv = list(argv)
+        first = argv[0] if argv else exepath
+        # Falco's proc.name is the program name without path; a login shell's "-sh" is "sh"
+        self.name = os.path.basename(first).lstrip("-") or os.path.basename(exepath)
+        self.args = " ".join(argv[1:])
+        self.cmdline = f"{self.name} {self.args}" if self.args else self.name
+
+
+class ProcessTable:
+    """pid → the latest process image seen; bounded, oldest forgotten first."""
+
+    def __init__(self, limit=65536, proc_root="/proc"):
+        self._procs = OrderedDict()
+        self._limit = limit
+        self._proc_root = proc_root
+
+    def started(self, rec):
+        p = Proc(rec["pid"], rec["ppid"], rec["exe"], rec["argv"], rec["cwd"], rec["uid"], rec["attach"])
+        self._put(p)
+        return p
+
+    def _put(self, p):
+        self._procs[p.pid] = p
+        self._procs.move_to_end(p.pid)
+        if len(self._procs) > self._limit:
+            self._procs.popitem(last=False)
+
+    def get(self, pid, ppid=0):
+        """The process; a pid we never saw start is a forked child (same image as its parent) or a
+        process that started before the agent: ask /proc, else copy the parent."""
+        p = self._procs.get(pid)
+        if p is not None:
+            return p
+        p = self._from_proc(pid) or self._from_parent(pid, ppid)
+        self._put(p)
+        return p
+
+    def _from_parent(self, pid, ppid):
+        parent = self._procs.get(ppid)
+        if parent is None:
+            return Proc(pid, ppid)
+        q = Proc(pid, ppid, parent.exepath, (), parent.cwd, parent.uid, parent.attach)
+        q.name, q.args, q.cmdline = parent.name, parent.args, parent.cmdline
+        return q
+
+    def _from_proc(self, pid):
+        base = f"{self._proc_root}/{int(pid)}"
+        try:
+            with open(f"{base}/cmdline", "rb") as f:
+                argv = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0") if a]
+            with open(f"{base}/stat", "rb") as f:
+                stat = f.read()
+            ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+            exe = os.readlink(f"{base}/exe")
+            cwd = os.readlink(f"{base}/cwd")
+            uid = os.stat(base).st_uid
+        except (OSError, ValueError, IndexError):
+            return None
+        return Proc(pid, ppid, exe, argv, cwd, uid, "")
+
+    def ancestors(self, pid, limit=16):
+        out, seen = [], {pid}
+        p = self._procs.get(pid)
+        while p is not None and len(out) < limit and p.ppid not in seen:
+            seen.add(p.ppid)
+            p = self._procs.get(p.ppid)
+            if p is not None:
+                out.append(p)
+        return out
+
+
+class Enricher:
+    """Turns decoded records into event dicts; keeps what later records refer back to."""
+
+    def __init__(self, table=None, classify=None):
+        self.procs = table or ProcessTable()
+        self._paths = OrderedDict()  # (stream, path_hash) -> (path, res) for repeat counts
+        self._classify = classify  # path -> elf.Target, for exec targets the hook cannot enter
+
+    def _common(self, rec, proc, evt_type):
+        parent = self.procs.get(proc.ppid) if proc.ppid else None
+        e = {
+            "time": rfc3339(rec["time_ns"]),
+            "evt.type": evt_type,
+            "evt.source": rec["source"],
+            "proc.pid": proc.pid,
+            "proc.ppid": proc.ppid,
+            "proc.name": proc.name,
+            "proc.exepath": proc.exepath,
+            "proc.cmdline": proc.cmdline,
+            "proc.args": proc.args,
+            "proc.cwd": proc.cwd,
+            "proc.pname": parent.name if parent else "",
+            "proc.pexepath": parent.exepath if parent else "",
+            "proc.pcmdline": parent.cmdline if parent else "",
+            "user.uid": proc.uid,
+            "preload.stream": rec["stream"],
+            "preload.seq": rec["seq"],
+        }
+        if rec.get("truncated"):
+            e["preload.truncated"] = True
+        return e
+
+    def events(self, rec):
+        """A list of events for one record (usually one)."""
+        kind = rec["kind"]
+        if kind == "start":
+            proc = self.procs.started(rec)
+            e = self._common(rec, proc, "execve")
+            e.update({"evt.dir": "<", "evt.res": "SUCCESS", "preload.argv": rec["argv"],
+                      "preload.attach": rec["attach"]})
+            return [e]
+        proc = self.procs.get(rec["pid"], rec["ppid"])
+        handler = getattr(self, "_" + kind)
+        return handler(rec, proc)
+
+    def _exec(self, rec, proc):
+        e = self._common(rec, proc, "execve")
+        failed = rec["phase"] == "failed"
+        e.update({"evt.dir": "<" if failed else ">", "evt.arg.filename": rec["path"],
+                  "preload.argv": rec["argv"], "preload.api": rec["api"]})
+        if failed:
+            e["evt.res"] = res_name(rec["res"])
+            return [e]
+        out = [e]
+        target = self._classify(rec["path"]) if self._classify and rec["path"].startswith("/") else None
+        if target is not None and target.attach == "ptrace":
+            b = self._common(rec, proc, "preload.blindspot")
+            b.update({"evt.arg.filename": rec["path"], "preload.binary": target.kind,
+                      "preload.reason": f"{target.kind} program: libc hooks cannot see inside it "
+                                        f"({target.reason})"})
+            out.append(b)
+        return out
+
+    def _open(self, rec, proc):
+        e = self._common(rec, proc, _OPEN_TYPE.get(rec["api"], "openat"))
+        path, flags = rec["path"], rec["flags"]
+        acc = flags & os.O_ACCMODE
+        directory, _, filename = path.rpartition("/")
+        e.update({
+            "evt.res": res_name(rec["res"]),
+            "fd.num": rec["res"] if rec["res"] >= 0 else -1,
+            "fd.name": path,
+            "fd.directory": directory or "/",
+            "fd.filename": filename,
+            "fd.typechar": "f",
+            "evt.arg.flags": open_flags(flags),
+            "evt.is_open_read": acc in (os.O_RDONLY, os.O_RDWR),
+            "evt.is_open_write": acc in (os.O_WRONLY, os.O_RDWR),
+            "preload.api": rec["api"],
+        })
+        if flags & os.O_CREAT or (_O_TMPFILE and flags & _O_TMPFILE == _O_TMPFILE):
+            e["evt.arg.mode"] = rec["mode"]
+        if rec["repeatable"]:
+            self._paths[(rec["stream"], rec["path_hash"])] = (path, e["evt.res"])
+            if len(self._paths) > 262144:
+                self._paths.popitem(last=False)
+        return [e]
+
+    def _counts(self, rec, proc):
+        out = []
+        for path_hash, count in rec["counts"]:
+            path, res = self._paths.get((rec["stream"], path_hash), (f"<unknown path {path_hash}>", ""))
+            e = self._common(rec, proc, "preload.repeats")
+            e.update({"fd.name": path, "evt.count": count, "evt.res": res})
+            out.append(e)
+        return out
+
+    def _net(self, rec, proc):
+        api = rec["api"]
+        e = self._common(rec, proc, api)
+        typechar, ftype = _FAMILY.get(rec["family"], ("", ""))
+        res = rec["res"]
+        e.update({"evt.res": res_name(res), "fd.num": res if api.startswith("accept") and res >= 0 else rec["fd"],
+                  "fd.typechar": typechar, "fd.type": ftype})
+        if rec["family"] == socket.AF_UNIX:
+            e["fd.l4proto"] = ""
+            e["fd.name"] = rec["rpath"] or rec["lpath"]
+            return [e]
+        e["fd.l4proto"] = _L4.get(rec["socktype"], "")
+        lip, lport, rip, rport = rec["laddr"], rec["lport"], rec["raddr"], rec["rport"]
+        e.update({"fd.lip": lip, "fd.lport": lport})
+        if api in ("bind", "listen"):
+            e.update({"fd.sip": lip, "fd.sport": lport, "fd.name": f"{lip}:{lport}" if lip else ""})
+            return [e]
+        e.update({"fd.rip": rip, "fd.rport": rport})
+        if api in _CLIENT_IS_LOCAL:
+            cip, cport, sip, sport = lip, lport, rip, rport
+        else:
+            cip, cport, sip, sport = rip, rport, lip, lport
+        e.update({"fd.cip": cip, "fd.cport": cport, "fd.sip": sip, "fd.sport": sport,
+                  "fd.name": f"{cip}:{cport}->{sip}:{sport}"})
+        return [e]
+
+    def _end(self, rec, proc):
+        e = self._common(rec, proc, "preload.end")
+        e.update({"preload.failed_sends": rec["failed_sends"], "preload.end_reason": rec["reason"]})
+        return [e]
+
+
+def agent_event(evt_type, **fields):
+    """An event of the agent itself (daemon life, blind spots found by the supervisor)."""
+    e = {"time": rfc3339(time.time_ns()), "evt.type": evt_type, "evt.source": "daemon"}
+    e.update(fields)
+    return e

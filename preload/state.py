@@ -1,0 +1,98 @@
+"""The state directory: event log, channel socket, spool, lock.
+
+Default, with no configuration: PRELOAD_STATE_DIR if set; else for root /var/lib/preload (in a
+container) and for other users ~/.local/state/preload (on a laptop); /tmp/preload-UID when those are
+not writable (read-only root file systems are common on managed container services)."""
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+
+EVENTS = "events.jsonl"
+SOCKET = "preload.sock"
+SPOOL = "spool"
+KEEP_OLD_LOGS = 5
+_SUN_PATH_MAX = 107
+
+
+class StateError(Exception):
+    """A state directory that cannot be used; the message says why and what to do."""
+
+
+def candidates():
+    env = os.environ.get("PRELOAD_STATE_DIR")
+    if env:
+        return [Path(env)]
+    uid = os.getuid()
+    if uid == 0:
+        first = [Path("/var/lib/preload")]
+    else:
+        xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+        first = [Path(xdg) / "preload"]
+    return first + [Path(tempfile.gettempdir()) / f"preload-{uid}"]
+
+
+def default_dir():
+    """The first candidate that can be created and written."""
+    tried = []
+    for path in candidates():
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if os.access(path, os.W_OK | os.X_OK):
+                return path
+        except OSError as e:
+            tried.append(f"{path}: {e.strerror}")
+    raise StateError("no writable state directory (" + "; ".join(tried) + "); set PRELOAD_STATE_DIR")
+
+
+def existing_dir():
+    """For readers (report): the first candidate holding an event log, else the default."""
+    for path in candidates():
+        if (path / EVENTS).exists():
+            return path
+    return candidates()[0]
+
+
+class State:
+    """One run's view of the state directory."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.events = self.root / EVENTS
+        self.spool = self.root / SPOOL
+        sock = self.root / SOCKET
+        if len(os.fsencode(sock.absolute())) > _SUN_PATH_MAX:
+            # unix socket paths are short; a deep state dir gets its socket in a private temp dir
+            sock = Path(tempfile.mkdtemp(prefix="preload-")) / SOCKET
+        self.socket = sock.absolute()
+        self._lock = None
+
+    def prepare(self):
+        """Creates the layout and takes the run lock; rotates the previous run's log away."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.spool.mkdir(exist_ok=True)
+            # processes that dropped privileges still leave their spool notes here
+            os.chmod(self.spool, 0o1777)
+            self._lock = open(self.root / "run.lock", "w")
+        except OSError as e:
+            raise StateError(f"cannot use state directory {self.root}: {e.strerror}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StateError(
+                f"another 'preload run' is using {self.root}; give this one its own --state-dir"
+            ) from None
+        self._rotate()
+
+    def _rotate(self):
+        if not self.events.exists() or self.events.stat().st_size == 0:
+            return
+        n = 1
+        while (self.root / f"events.{n}.jsonl").exists():
+            n += 1
+        for i in range(n, 1, -1):  # events.1 is the newest old log
+            os.replace(self.root / f"events.{i - 1}.jsonl", self.root / f"events.{i}.jsonl")
+        os.replace(self.events, self.root / "events.1.jsonl")
+        for old in range(KEEP_OLD_LOGS + 1, n + 1):
+            (self.root / f"events.{old}.jsonl").unlink(missing_ok=True)

@@ -1,0 +1,217 @@
+"""`preload run`: the entrypoint wrapper.
+
+It owns the channel's listening socket, starts the daemon, runs the application with the hook,
+and does what tini does as PID 1: forwards signals, reaps orphans, exits with the application's
+status (128+N when killed by signal N). The socket is bound before the application starts and held
+here, so no record is lost while the daemon starts or restarts: connections wait in the backlog."""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from preload import events, state
+from preload.daemon import EventLog
+
+FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+             signal.SIGTERM, signal.SIGWINCH)
+DAEMON_STOP_SECONDS = 10  # the daemon drains for at most 3 s; this is only a backstop
+HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libpreload.so")
+# the agent's own variables: the daemon must never carry the hook
+AGENT_ENV = ("LD_PRELOAD", "PRELOAD_SOCKET")
+DAEMON_LOG_ENV = {"LOGURU_LEVEL": "WARNING", "LOGURU_FORMAT": "preload-daemon: <level>{message}</level>"}
+
+
+def warn(message):
+    """The wrapper's few words to the user, on stderr (the container's log stream)."""
+    print(f"preload: warning: {message}", file=sys.stderr, flush=True)
+
+
+class CommandError(Exception):
+    """The application cannot be started; .status is the shell's code for it (127, 126)."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+def resolve_command(name, path=None):
+    """What execvp would run, or CommandError with the shell's exit status."""
+    if "/" in name:
+        found = name
+        if not os.path.exists(found):
+            raise CommandError(f"{name}: no such file or directory", 127)
+    else:
+        found = shutil.which(name, mode=os.F_OK, path=path)
+        if found is None:
+            raise CommandError(f"{name}: command not found", 127)
+    if os.path.isdir(found) or not os.access(found, os.X_OK):
+        raise CommandError(f"{name}: permission denied (not an executable file)", 126)
+    return found
+
+
+def hooked_env(base, sock):
+    env = dict(base)
+    preloads = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if p != HOOK]
+    env["LD_PRELOAD"] = " ".join([HOOK] + preloads)
+    env["PRELOAD_SOCKET"] = str(sock)
+    return env
+
+
+def daemon_env(base):
+    env = {k: v for k, v in base.items() if k not in AGENT_ENV}
+    for k, v in DAEMON_LOG_ENV.items():
+        env.setdefault(k, v)
+    return env
+
+
+class Supervisor:
+    def __init__(self, argv, st, attach="auto"):
+        self.argv = argv
+        self.state = st
+        self.attach = attach
+        self.listener = None
+        self.daemon = None
+        self.child = None
+        self.daemon_died_at = None
+        self.daemon_restarts = 0
+
+    # -- daemon ------------------------------------------------------------------------------
+
+    def _start_daemon(self, gap=None, previous_status=None):
+        fd = self.listener.fileno()
+        config = {"listen_fd": fd, "control_fd": self.control_r, "events_path": str(self.state.events),
+                  "spool_dir": str(self.state.spool), "restart_gap": gap, "previous_status": previous_status}
+        cmd = [sys.executable, "-m", "preload.daemon", json.dumps(config)]
+        # own session: a terminal's ^C is for the application; the daemon stops when we say so
+        self.daemon = subprocess.Popen(cmd, pass_fds=(fd, self.control_r), env=daemon_env(os.environ),
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _daemon_exited(self, status):
+        code = _exit_code(status)
+        self.daemon = None
+        if self.child is None:  # we are shutting down: expected
+            return
+        self.daemon_died_at = time.monotonic()
+        warn(f"the daemon exited with status {code}; restarting it (records wait in the channel)")
+        self.daemon_restarts += 1
+        # a daemon that cannot start at all must not spin: back off after repeated deaths
+        time.sleep(min(0.1 * 2 ** min(self.daemon_restarts - 1, 5), 3.0))
+        self._start_daemon(gap=time.monotonic() - self.daemon_died_at, previous_status=code)
+
+    def _stop_daemon(self):
+        """Closing the control pipe tells the daemon to drain and stop. Unlike a signal, it cannot
+        arrive before the daemon is ready for it, and it also comes if we die."""
+        os.close(self.control_w)
+        if self.daemon is None:
+            return
+        try:
+            self.daemon.wait(DAEMON_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            warn(f"the daemon did not stop in {DAEMON_STOP_SECONDS} s; killing it")
+            self.daemon.kill()
+            self.daemon.wait()
+
+    # -- application ----------------------------------------------------------------------------
+
+    def _forward(self, signum, frame):
+        if self.child is not None:
+            try:
+                os.kill(self.child, signum)
+            except ProcessLookupError:
+                pass
+
+    def run(self):
+        exe = resolve_command(self.argv[0], os.environ.get("PATH"))
+        self.state.prepare()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock = self.state.socket
+        if sock.exists() or sock.is_symlink():
+            sock.unlink()
+        self.listener.bind(str(sock))
+        os.chmod(sock, 0o666)  # children that drop privileges report too
+        self.listener.listen(4096)
+        self.control_r, self.control_w = os.pipe()
+        self._start_daemon()
+
+        from preload._native import lib
+        lib.preload_set_subreaper()  # orphans of the application come to us to be reaped
+        for s in FORWARDED:
+            signal.signal(s, self._forward)
+        env = os.environ if self.attach == "none" else hooked_env(os.environ, sock)
+        try:
+            # its own process group, as tini does: a terminal's ^C reaches it once, not twice
+            proc = subprocess.Popen(self.argv, executable=exe, env=env, close_fds=False,
+                                    restore_signals=True, process_group=0)
+        except OSError as e:
+            raise CommandError(f"{self.argv[0]}: {e.strerror}", 126 if e.errno == 13 else 127) from None
+        self.child = proc.pid
+        _give_terminal(proc.pid)
+        self._note_blind_spot(exe)  # while the application already runs: no start-up delay
+        status = self._wait_for(proc.pid)
+        self.child = None
+        self._stop_daemon()
+        self.listener.close()
+        try:
+            sock.unlink()
+        except OSError:
+            pass
+        return _exit_code(status)
+
+    def _wait_for(self, pid):
+        """Reaps everything; returns the application's wait status."""
+        while True:
+            try:
+                reaped, status = os.waitpid(-1, 0)
+            except ChildProcessError:  # cannot happen while the application runs; be safe
+                return 0
+            if reaped == pid:
+                return status
+            if self.daemon is not None and reaped == self.daemon.pid:
+                self.daemon.returncode = _exit_code(status)
+                self._daemon_exited(status)
+
+    def _note_blind_spot(self, exe):
+        if self.attach == "none":
+            return
+        from preload import elf
+        target = elf.classify(exe)
+        if target.attach != "ptrace":
+            return
+        reason = (f"{target.kind} program: libc hooks cannot see inside it and the ptrace fallback "
+                  f"is not available; its activity is not observed")
+        warn(f"{exe}: {reason}")
+        log = EventLog(self.state.events)
+        log.add(events.agent_event("preload.blindspot", **{
+            "evt.arg.filename": exe, "preload.binary": target.kind, "preload.reason": reason,
+            "proc.pid": os.getpid()}))
+        log.close()
+
+
+def _give_terminal(pgid):
+    """Makes the application's group the terminal's foreground, when there is a terminal."""
+    try:
+        if not os.isatty(0):
+            return
+        old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+        try:
+            os.tcsetpgrp(0, pgid)
+        finally:
+            signal.signal(signal.SIGTTOU, old)
+    except OSError:
+        pass
+
+
+def _exit_code(status):
+    """Shell convention: the exit code, or 128+N for a process killed by signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def run(argv, state_dir=None, attach="auto"):
+    st = state.State(state_dir or state.default_dir())
+    return Supervisor(argv, st, attach).run()
