@@ -1,0 +1,31 @@
+"""Running the real `preload` command in tests, and reading what it wrote."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PRELOAD = [sys.executable, "-m", "preload"]
+
+
+def preload(*args, state_dir, check=False, timeout=60, **kwargs):
+    """`preload ARGS` with its own state directory; returns the CompletedProcess (bytes)."""
+    env = dict(kwargs.pop("env", None) or os.environ)
+    env["PRELOAD_STATE_DIR"] = str(state_dir)
+    return subprocess.run(PRELOAD + list(args), env=env, capture_output=True, timeout=timeout,
+                          check=check, **kwargs)
+
+
+def events(state_dir):
+    path = Path(state_dir) / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def of_type(evts, evt_type, **match):
+    return [e for e in evts if e["evt.type"] == evt_type and all(e.get(k) == v for k, v in match.items())]
+
+
+def starts(evts):
+    """Process starts: pid -> event."""
+    return {e["proc.pid"]: e for e in evts if e["evt.type"] == "execve" and e.get("evt.dir") == "<"
+            and e.get("evt.res") == "SUCCESS"}
