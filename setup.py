@@ -43,7 +43,8 @@ hook = Extension(
         "-fvisibility=hidden", "-fno-delete-null-pointer-checks", "-Wall", "-Wextra",
         "-Wno-nonnull-compare", "-O2",
     ],
-    extra_link_args=["-Wl,-z,defs", "-Wl,--as-needed"],
+    # -z now: no lazy binding inside hooks, whose stack may be a small thread's or a signal's
+    extra_link_args=["-Wl,-z,defs", "-Wl,-z,now", "-Wl,--as-needed"],
 )
 
 setup(

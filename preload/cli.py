@@ -74,6 +74,7 @@ def daemon(state_dir, listen_fd, control_fd, restart_gap, previous_status):
     from preload import daemon as daemon_mod, state
 
     st = state.State(state_dir or state.default_dir())
+    st.root.mkdir(parents=True, exist_ok=True)
     _log_to_stderr(level="INFO", prefix="preload-daemon")
     sys.exit(daemon_mod.main(listen_fd=listen_fd, socket_path=str(st.socket), events_path=str(st.events),
                              spool_dir=str(st.spool), restart_gap=restart_gap, previous_status=previous_status,

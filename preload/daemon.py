@@ -23,6 +23,11 @@ _BATCH = 256  # records read from one connection before looking at the others
 _DRAIN_SECONDS = 3.0
 
 
+def _worth_saying(n):
+    """The first few, then at powers of two: loud, but a flood cannot stall us on stderr."""
+    return n <= 5 or n & (n - 1) == 0
+
+
 def _logger():
     # imported on first use: loguru costs tens of milliseconds, and a quiet daemon never logs;
     # its format and level come from LOGURU_FORMAT/LOGURU_LEVEL, set by whoever started us
@@ -42,7 +47,7 @@ class EventLog:
 
     def flush(self):
         if self._lines:
-            data = ("\n".join(self._lines) + "\n").encode("utf-8", "surrogateescape")
+            data = ("\n".join(self._lines) + "\n").encode()
             self._lines.clear()
             while data:  # a regular file takes it all; loop only for the rare short write
                 data = data[os.write(self._fd, data):]
@@ -68,15 +73,13 @@ class Daemon:
         if control is not None:  # end of file on it means: drain and stop
             self._sel.register(control, selectors.EVENT_READ)
         self._buf = bytearray(wire.MAX_RECORD + 1)
-        self._warned = Counter()
 
     # -- untrusted input --------------------------------------------------------------------
 
     def _reject(self, reason, detail=""):
-        self.rejected[reason] += 1
-        n = self._warned[reason] = self._warned[reason] + 1
-        if n <= 5 or n & (n - 1) == 0:  # first few, then at powers of two: loud but bounded
-            _logger().warning("rejected {} (#{}){}", reason, self.rejected[reason], detail)
+        n = self.rejected[reason] = self.rejected[reason] + 1
+        if _worth_saying(n):
+            _logger().warning("rejected {} (#{}){}", reason, n, detail)
 
     def _accept(self):
         while True:
@@ -106,32 +109,38 @@ class Daemon:
             except OSError:
                 n = 0
             if n == 0:
-                self._sel.unregister(conn)
-                conn.close()
+                self._close(conn)
                 return
             if n > wire.MAX_RECORD:
                 self._reject("oversized record", f" from pid {key.data}")
                 continue
-            self._record(bytes(self._buf[:n]), key)
+            if not self._record(bytes(self._buf[:n]), key):
+                self._close(conn)
+                return
+
+    def _close(self, conn):
+        self._sel.unregister(conn)
+        conn.close()
 
     def _record(self, data, key):
+        """Logs one record; False when its sender is to be refused altogether."""
         try:
             rec = wire.decode(data)
         except wire.WireError as e:
             if e.reason == "version":
-                _logger().error("pid {} speaks another protocol version (we speak {}): refusing it; "
-                             "is a different preload installed in this image?", key.data, wire.VERSION)
-                self._sel.unregister(key.fileobj)
-                key.fileobj.close()
+                self._reject("bad record: version", f" from pid {key.data}: it speaks another protocol "
+                             f"version (we speak {wire.VERSION}), refusing it; is a different preload "
+                             "installed in this image?")
+                return False
             self._reject(f"bad record: {e.reason}", f" from pid {key.data}")
-            return
+            return True
         self.stats["records"] += 1
         try:
             for event in self.enricher.events(rec):
                 self.log.add(event)
-        except Exception:  # a record we decoded but cannot describe must not stop the daemon
-            _logger().exception("could not describe a {} record from pid {}", rec.get("kind"), key.data)
-            self._reject("undescribable record")
+        except Exception as e:  # a record we decoded but cannot describe must not stop the daemon
+            self._reject("undescribable record", f" ({rec.get('kind')} from pid {key.data}: {e!r})")
+        return True
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -152,7 +161,12 @@ class Daemon:
 
     def serve(self):
         while not self.stopping:
-            self.poll(1.0)
+            try:
+                self.poll(1.0)
+            except Exception:  # a bug of ours must not end the agent: say it and go on
+                n = self.stats["internal errors"] = self.stats["internal errors"] + 1
+                if _worth_saying(n):
+                    _logger().exception("internal error #{}", n)
         self.drain()
 
     def drain(self, seconds=_DRAIN_SECONDS):
@@ -164,6 +178,7 @@ class Daemon:
         self.log.add(agent_event("preload.daemon", **{
             "preload.state": "stop",
             "preload.stats": {"records": self.stats["records"], "connections": self.stats["connections"],
+                              "internal_errors": self.stats["internal errors"],
                               "rejected": dict(self.rejected)}}))
         self.log.flush()
 
@@ -204,6 +219,10 @@ def main(listen_fd=None, socket_path=None, events_path="events.jsonl", spool_dir
          restart_gap=None, previous_status=None, control_fd=None):
     """Runs until SIGTERM/SIGINT or end of file on control_fd, then drains. The caller has
     configured logging."""
+    stop_requested = []
+    # first of all: a stop that arrives while we start up must still drain, not kill us
+    signal.signal(signal.SIGTERM, lambda *_: stop_requested.append(1))
+    signal.signal(signal.SIGINT, lambda *_: stop_requested.append(1))
     if listen_fd is not None:
         listener = socket.socket(fileno=listen_fd)
     else:
@@ -223,6 +242,7 @@ def main(listen_fd=None, socket_path=None, events_path="events.jsonl", spool_dir
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    daemon.stopping = bool(stop_requested)
     if restart_gap is not None:
         log.add(_restart_event(restart_gap, previous_status))
         _logger().warning("restarted after {:.3f}s without a daemon (previous exit status {})",

@@ -110,12 +110,12 @@ class ProcessTable:
         base = f"{self._proc_root}/{int(pid)}"
         try:
             with open(f"{base}/cmdline", "rb") as f:
-                argv = [a.decode("utf-8", "surrogateescape") for a in f.read().split(b"\0") if a]
+                argv = [a.decode("utf-8", "backslashreplace") for a in f.read().split(b"\0") if a]
             with open(f"{base}/stat", "rb") as f:
                 stat = f.read()
             ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-            exe = os.readlink(f"{base}/exe")
-            cwd = os.readlink(f"{base}/cwd")
+            exe = os.fsencode(os.readlink(f"{base}/exe")).decode("utf-8", "backslashreplace")
+            cwd = os.fsencode(os.readlink(f"{base}/cwd")).decode("utf-8", "backslashreplace")
             uid = os.stat(base).st_uid
         except (OSError, ValueError, IndexError):
             return None

@@ -41,8 +41,10 @@ class WireError(ValueError):
 
 
 def _strings(buf, off, n):
+    # Linux paths are bytes; the log must stay valid UTF-8 for every consumer: bytes that are not
+    # UTF-8 are shown as \xNN
     parts = bytes(buf[off:]).split(b"\0")
-    return [p.decode("utf-8", "surrogateescape") for p in parts[:n]]
+    return [p.decode("utf-8", "backslashreplace") for p in parts[:n]]
 
 
 def _ip(family, raw):

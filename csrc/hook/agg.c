@@ -3,7 +3,9 @@
  * A busy process opens the same files thousands of times a second. The first successful read-only
  * open of a path (and the first failure with a given errno) is recorded; later identical ones are
  * only counted here and sent as COUNTS at exit, before exec, and every few seconds. Writes and
- * sensitive paths are never aggregated. The table is lock-free: threads race only on atomics. */
+ * sensitive paths are never aggregated. The table is keyed by the path as the program named it
+ * (cheap to compute on every call); what is recorded is the file the kernel opened. The table is
+ * lock-free: threads race only on atomics. */
 #include "hook.h"
 
 #include <fcntl.h>
@@ -36,13 +38,21 @@ static const char *const sensitive_prefix[] = {
     "/proc/self/environ", "/proc/self/mem",
 };
 static const char *const sensitive_part[] = {"/.ssh/", "/.aws/", "/.kube/", "/.docker/config"};
+static const char *const sensitive_proc_file[] = {"/environ", "/mem"}; /* of any /proc/<pid>/ */
 
-static int sensitive(const char *p)
+int pl_sensitive(const char *p)
 {
     for (size_t i = 0; i < sizeof sensitive_prefix / sizeof *sensitive_prefix; i++)
         if (strncmp(p, sensitive_prefix[i], strlen(sensitive_prefix[i])) == 0) return 1;
     for (size_t i = 0; i < sizeof sensitive_part / sizeof *sensitive_part; i++)
         if (strstr(p, sensitive_part[i])) return 1;
+    if (strncmp(p, "/proc/", 6) == 0) {
+        size_t n = strlen(p);
+        for (size_t i = 0; i < sizeof sensitive_proc_file / sizeof *sensitive_proc_file; i++) {
+            size_t m = strlen(sensitive_proc_file[i]);
+            if (n > m && strcmp(p + n - m, sensitive_proc_file[i]) == 0) return 1;
+        }
+    }
     return 0;
 }
 
@@ -68,6 +78,16 @@ static void normalize(char *p)
     *w = 0;
 }
 
+int pl_fdpath(int fd, char *out, size_t cap)
+{
+    char link[32];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, out, cap - 1);
+    if (n <= 0 || out[0] != '/') return -1; /* pipes, sockets, anonymous files: keep what we had */
+    out[n] = 0;
+    return 0;
+}
+
 int pl_abspath(int dirfd, const char *path, char *out, size_t cap)
 {
     size_t base = 0;
@@ -75,23 +95,21 @@ int pl_abspath(int dirfd, const char *path, char *out, size_t cap)
     if (path[0] != '/') {
         if (dirfd == AT_FDCWD) {
             if (!getcwd(out, cap)) goto as_given;
-        } else {
-            char link[32];
-            snprintf(link, sizeof link, "/proc/self/fd/%d", dirfd);
-            ssize_t n = readlink(link, out, cap - 1);
-            if (n <= 0 || out[0] != '/') goto as_given;
-            out[n] = 0;
+        } else if (pl_fdpath(dirfd, out, cap) != 0) {
+            goto as_given;
         }
         base = strlen(out);
     }
     size_t n = strlen(path);
-    if (base + 1 + n + 1 > cap) goto as_given;
+    if (base + 1 + n + 1 > cap) goto cut;
     out[base] = '/';
     memcpy(out + base + 1, path, n + 1);
     normalize(out);
     return 0;
 as_given:
-    snprintf(out, cap, "%s", path);
+    base = 0;
+cut:
+    snprintf(out + base, cap - base, "%s%s", base ? "/" : "", path);
     return -1;
 }
 
@@ -143,13 +161,11 @@ static void counted_repeat(struct slot *s)
     if (t - __atomic_load_n(&last_flush_ns, __ATOMIC_RELAXED) >= PL_FLUSH_NS) pl_flush_counts();
 }
 
-int pl_aggregate(const char *abspath, int res, int is_write, uint64_t *hash, int *repeatable)
+int pl_repeat(const char *abspath, int res, int is_write, uint64_t *hash)
 {
     *hash = 0;
-    *repeatable = 0;
     if (is_write || !table_live()) return 0;
-    uint64_t h = hash_path(abspath, res);
-    *hash = h;
+    uint64_t h = *hash = hash_path(abspath, res);
     for (unsigned i = 0; i < PL_PROBES; i++) {
         struct slot *s = &table[(h + i) & (PL_SLOTS - 1)];
         uint64_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);
@@ -157,18 +173,22 @@ int pl_aggregate(const char *abspath, int res, int is_write, uint64_t *hash, int
             counted_repeat(s);
             return 1;
         }
-        if (k != 0) continue;
-        if (sensitive(abspath)) return 0; /* every access to these is recorded */
-        if (__atomic_compare_exchange_n(&s->key, &k, h, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-            *repeatable = 1;
-            return 0;
-        }
-        if (k == h) { /* another thread recorded the same path a moment ago */
-            counted_repeat(s);
-            return 1;
-        }
+        if (k == 0) return 0;
     }
-    return 0; /* table full around this hash: record it in full */
+    return 0;
+}
+
+int pl_remember(uint64_t hash)
+{
+    if (!hash || !table_live()) return 0;
+    for (unsigned i = 0; i < PL_PROBES; i++) {
+        struct slot *s = &table[(hash + i) & (PL_SLOTS - 1)];
+        uint64_t k = 0;
+        if (__atomic_compare_exchange_n(&s->key, &k, hash, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return 1;
+        if (k == hash) return 0; /* another thread remembered it a moment ago: ours is recorded */
+    }
+    return 0; /* table full around this hash: such opens are recorded in full */
 }
 
 void pl_flush_counts(void)
@@ -178,7 +198,7 @@ void pl_flush_counts(void)
         !__atomic_compare_exchange_n(&flushing, &idle, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         return;
     __atomic_store_n(&last_flush_ns, now_ns(), __ATOMIC_RELAXED);
-    enum { PER_RECORD = 200 };
+    enum { PER_RECORD = 64 }; /* fits PL_BUF: this may run inside an open hook */
     char buf[sizeof(struct preload_hdr) + sizeof(struct preload_counts) +
              PER_RECORD * sizeof(struct preload_count)];
     struct preload_count *entries =

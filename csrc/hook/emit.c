@@ -31,7 +31,7 @@ int pl_enabled;
 
 static struct sockaddr_un pl_addr;
 static socklen_t pl_addrlen;
-static char pl_spooldir[PATH_MAX];
+static char pl_spooldir[sizeof pl_addr.sun_path + 8]; /* beside the socket */
 static int pl_fd = -1;
 static ino_t pl_ino;
 static pid_t pl_pid, pl_ppid;
@@ -74,7 +74,8 @@ static uint64_t new_stream(pid_t pid)
 
 /* ---- channel ---- */
 
-static int chan_connect(void)
+/* A new connection to the daemon, moved above the fds programs expect; -1 when there is none. */
+static int chan_open(void)
 {
     int s = (int)syscall(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (s < 0) return -1;
@@ -87,6 +88,13 @@ static int chan_connect(void)
         sys_close(s);
         s = hi;
     }
+    return s;
+}
+
+static int chan_connect(void)
+{
+    int s = chan_open();
+    if (s < 0) return -1;
     struct stat st;
     pl_ino = fstat(s, &st) == 0 ? st.st_ino : 0;
     int expected = -1;
@@ -105,10 +113,9 @@ static int chan_valid(int fd)
     return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == pl_ino;
 }
 
-static void chan_drop(int fd)
+static int sent(int fd, const void *buf, size_t len)
 {
-    if (__atomic_compare_exchange_n(&pl_fd, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-        sys_close(fd);
+    return send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len;
 }
 
 static int chan_send(const void *buf, size_t len)
@@ -117,20 +124,31 @@ static int chan_send(const void *buf, size_t len)
         int fd = __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE);
         if (fd < 0) fd = chan_connect();
         if (fd < 0) return -1;
-        if (!chan_valid(fd)) {
-            __atomic_compare_exchange_n(&pl_fd, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
-            continue; /* not ours any more: forget it, do not close it */
-        }
-        if (send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len) return 0;
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return -1;
-        chan_drop(fd); /* the daemon went away: reconnect once (a restarted daemon listens) */
+        if (chan_valid(fd) && sent(fd, buf, len)) return 0;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return -1; /* busy: never wait */
+        int ours = errno == EPIPE || errno == ECONNRESET || errno == ECONNREFUSED || errno == ENOTCONN;
+        if (__atomic_compare_exchange_n(&pl_fd, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) && ours)
+            sys_close(fd); /* the daemon went away: reconnect once (a restarted daemon listens) */
+        /* any other failure: the number may be the application's now; forget it, never close it */
     }
     return -1;
 }
 
+/* A vfork child shares our memory but has its own fd table: it writes nothing shared and, when it
+ * has closed our fd, sends on a connection of its own. */
+static int chan_send_private(const void *buf, size_t len)
+{
+    int fd = __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE);
+    if (fd >= 0 && chan_valid(fd) && sent(fd, buf, len)) return 0;
+    if ((fd = chan_open()) < 0) return -1;
+    int ok = sent(fd, buf, len);
+    sys_close(fd);
+    return ok ? 0 : -1;
+}
+
 void pl_fd_lost(int fd)
 {
-    if (fd >= 0 && fd == __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE))
+    if (fd >= 0 && fd == __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE) && !pl_in_vfork_child())
         __atomic_compare_exchange_n(&pl_fd, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
@@ -180,7 +198,7 @@ void pl_rec_adopt(struct pl_rec *r)
     r->nstr++;
 }
 
-static void spool(uint32_t seq, uint32_t failed);
+static void spool(pid_t pid, pid_t ppid, uint64_t stream, uint32_t seq, uint32_t failed);
 
 static void rec_stamp(struct pl_rec *r, pid_t pid, pid_t ppid, uint64_t stream, uint32_t seq)
 {
@@ -200,11 +218,12 @@ static void rec_stamp(struct pl_rec *r, pid_t pid, pid_t ppid, uint64_t stream, 
 void pl_rec_send(struct pl_rec *r)
 {
     pid_t self = pl_pid;
-    if (PL_UNLIKELY(pl_self() != self && ((struct preload_hdr *)r->buf)->kind == PRELOAD_REC_EXEC)) {
-        /* A vfork child shares our memory: give it a one-record stream of its own, touch nothing. */
+    /* only exec records are made in a vfork child (between vfork and exec or _exit) */
+    if (PL_UNLIKELY(((struct preload_hdr *)r->buf)->kind == PRELOAD_REC_EXEC && pl_self() != self)) {
         pid_t pid = pl_self();
-        rec_stamp(r, pid, self, new_stream(pid), 1);
-        chan_send(r->buf, r->len);
+        uint64_t stream = new_stream(pid);
+        rec_stamp(r, pid, self, stream, 1); /* a one-record stream of its own */
+        if (chan_send_private(r->buf, r->len) != 0) spool(pid, self, stream, 1, 1);
         return;
     }
     rec_stamp(r, self, pl_ppid, pl_stream, __atomic_add_fetch(&pl_seq, 1, __ATOMIC_RELAXED));
@@ -221,18 +240,18 @@ static void send_end(void)
     pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_END, &e, sizeof e);
     uint32_t seq = __atomic_add_fetch(&pl_seq, 1, __ATOMIC_RELAXED);
     rec_stamp(&r, pl_pid, pl_ppid, pl_stream, seq);
-    if (chan_send(r.buf, r.len) != 0) spool(seq, e.failed_sends + 1);
+    if (chan_send(r.buf, r.len) != 0) spool(pl_pid, pl_ppid, pl_stream, seq, e.failed_sends + 1);
 }
 
-static void spool(uint32_t seq, uint32_t failed)
+static void spool(pid_t pid, pid_t ppid, uint64_t stream, uint32_t seq, uint32_t failed)
 {
-    char path[PATH_MAX + 64], line[128];
+    char path[sizeof pl_spooldir + 24], line[128];
     if (!pl_spooldir[0]) return;
-    snprintf(path, sizeof path, "%s/%016llx", pl_spooldir, (unsigned long long)pl_stream);
+    snprintf(path, sizeof path, "%s/%016llx", pl_spooldir, (unsigned long long)stream);
     int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return;
-    int n = snprintf(line, sizeof line, "%d %d %016llx %u %u\n", (int)pl_pid, (int)pl_ppid,
-                     (unsigned long long)pl_stream, seq, failed);
+    int n = snprintf(line, sizeof line, "%d %d %016llx %u %u\n", (int)pid, (int)ppid,
+                     (unsigned long long)stream, seq, failed);
     if (syscall(SYS_write, fd, line, (size_t)n) < 0) { /* nothing more we can do */ }
     sys_close(fd);
 }
@@ -308,9 +327,12 @@ __attribute__((constructor)) static void pl_init(int argc, char **argv, char **e
     errno = saved;
 }
 
-__attribute__((destructor)) static void pl_fini(void)
+/* The stream's end, once: from exit()'s destructors or from _exit() (which dash, for one, always
+ * uses). Not in a vfork child: its memory is its parent's. */
+static void pl_finish(void)
 {
-    if (!pl_enabled || pl_self() != pl_pid) return;
+    static int ended;
+    if (!pl_enabled || pl_in_vfork_child() || __atomic_exchange_n(&ended, 1, __ATOMIC_ACQ_REL)) return;
     int saved = errno;
     pl_depth++;
     pl_flush_counts();
@@ -318,4 +340,20 @@ __attribute__((destructor)) static void pl_fini(void)
     pl_enabled = 0;
     pl_depth--;
     errno = saved;
+}
+
+__attribute__((destructor)) static void pl_fini(void) { pl_finish(); }
+
+PL_EXPORT void _exit(int status)
+{
+    pl_finish();
+    REAL(_exit)(status);
+    __builtin_unreachable();
+}
+
+PL_EXPORT void _Exit(int status)
+{
+    pl_finish();
+    REAL(_Exit)(status);
+    __builtin_unreachable();
 }

@@ -31,14 +31,13 @@ static const char *on_path(const char *file, char *out, size_t cap)
     }
 }
 
-static void record_exec(unsigned api, unsigned phase, int res, int fd, const char *path,
-                        char *const argv[])
+/* Apart from record_exec so that its buffer and the flush's are never on the stack together:
+ * these hooks run on small thread stacks and on signal stacks too. */
+__attribute__((noinline)) static void send_exec(unsigned api, unsigned phase, int res, int fd,
+                                                const char *path, char *const argv[])
 {
-    int err = errno;
-    if (!pl_enter()) return;
-    if (phase == PRELOAD_EXEC_ATTEMPT && !pl_in_vfork_child()) pl_flush_counts();
     struct preload_exec e = {.api = (uint16_t)api, .phase = (uint16_t)phase, .res = res, .fd = fd};
-    char buf[8192];
+    char buf[PL_BUF]; /* the new process reports its whole command line itself */
     struct pl_rec r;
     pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_EXEC, &e, sizeof e);
     pl_rec_str(&r, path);
@@ -47,6 +46,15 @@ static void record_exec(unsigned api, unsigned phase, int res, int fd, const cha
     if (argv && argv[kept]) r.truncated = 1;
     ((struct preload_exec *)(buf + sizeof(struct preload_hdr)))->argc = kept;
     pl_rec_send(&r);
+}
+
+static void record_exec(unsigned api, unsigned phase, int res, int fd, const char *path,
+                        char *const argv[])
+{
+    int err = errno;
+    if (!pl_enter()) return;
+    if (phase == PRELOAD_EXEC_ATTEMPT && !pl_in_vfork_child()) pl_flush_counts();
+    send_exec(api, phase, res, fd, path, argv);
     pl_leave();
     errno = err;
 }
@@ -72,7 +80,7 @@ PL_EXPORT int execv(const char *path, char *const argv[])
 
 PL_EXPORT int execvp(const char *file, char *const argv[])
 {
-    char full[PATH_MAX];
+    char full[PL_BUF];
     const char *path = on_path(file, full, sizeof full);
     ATTEMPT(PRELOAD_API_EXECVP, -1, path, argv);
     int r = REAL(execvp)(file, argv);
@@ -82,7 +90,7 @@ PL_EXPORT int execvp(const char *file, char *const argv[])
 
 PL_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
-    char full[PATH_MAX];
+    char full[PL_BUF];
     const char *path = on_path(file, full, sizeof full);
     ATTEMPT(PRELOAD_API_EXECVPE, -1, path, argv);
     int r = REAL(execvpe)(file, argv, envp);
@@ -116,7 +124,7 @@ PL_EXPORT int execl(const char *path, const char *arg, ...)
 PL_EXPORT int execlp(const char *file, const char *arg, ...)
 {
     COLLECT_ARGV(arg, argv, (void)0);
-    char full[PATH_MAX];
+    char full[PL_BUF];
     const char *path = on_path(file, full, sizeof full);
     ATTEMPT(PRELOAD_API_EXECLP, -1, path, argv);
     int r = REAL(execvp)(file, argv);
@@ -137,7 +145,7 @@ PL_EXPORT int execle(const char *path, const char *arg, ...)
 PL_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
                        int flags)
 {
-    char full[PATH_MAX];
+    char full[PL_BUF];
     const char *p = path;
     if ((flags & AT_EMPTY_PATH) && p && !*p) p = "."; /* the file is dirfd itself */
     pl_abspath(dirfd, p, full, sizeof full);
@@ -149,7 +157,7 @@ PL_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *co
 
 PL_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
-    char full[PATH_MAX];
+    char full[PL_BUF];
     pl_abspath(fd, ".", full, sizeof full);
     ATTEMPT(PRELOAD_API_FEXECVE, fd, full, argv);
     int r = REAL(fexecve)(fd, argv, envp);
@@ -169,7 +177,7 @@ PL_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_a
 PL_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
                            const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-    char full[PATH_MAX];
+    char full[PL_BUF];
     const char *path = on_path(file, full, sizeof full);
     ATTEMPT(PRELOAD_API_POSIX_SPAWNP, -1, path, argv);
     int r = REAL(posix_spawnp)(pid, file, fa, attr, argv, envp);

@@ -3,6 +3,7 @@
  * channel notices that its fd is gone and reconnects on the next record. */
 #include "hook.h"
 
+#include <linux/close_range.h>
 #include <unistd.h>
 
 int close_range(unsigned first, unsigned last, int flags);
@@ -16,7 +17,7 @@ PL_EXPORT int close(int fd)
 
 PL_EXPORT int close_range(unsigned first, unsigned last, int flags)
 {
-    pl_fd_range_lost(first, last);
+    if (!(flags & CLOSE_RANGE_CLOEXEC)) pl_fd_range_lost(first, last); /* cloexec closes nothing now */
     return REAL(close_range)(first, last, flags);
 }
 
@@ -26,14 +27,18 @@ PL_EXPORT void closefrom(int lowfd)
     REAL(closefrom)(lowfd);
 }
 
+/* Replacing our fd: forget it once it is replaced (the channel checks the fd's identity before
+ * each send, so the moment in between is safe). */
 PL_EXPORT int dup2(int oldfd, int newfd)
 {
-    if (oldfd != newfd) pl_fd_lost(newfd);
-    return REAL(dup2)(oldfd, newfd);
+    int r = REAL(dup2)(oldfd, newfd);
+    if (r >= 0 && oldfd != newfd) pl_fd_lost(newfd);
+    return r;
 }
 
 PL_EXPORT int dup3(int oldfd, int newfd, int flags)
 {
-    pl_fd_lost(newfd);
-    return REAL(dup3)(oldfd, newfd, flags);
+    int r = REAL(dup3)(oldfd, newfd, flags);
+    if (r >= 0) pl_fd_lost(newfd);
+    return r;
 }

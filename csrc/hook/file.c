@@ -25,14 +25,17 @@ static void record_open(unsigned api, int dirfd, const char *path, int flags, un
 {
     int err = errno;
     if (!pl_enter()) return;
-    char buf[sizeof(struct preload_hdr) + sizeof(struct preload_open) + PATH_MAX + 8];
-    char *abs = buf + sizeof(struct preload_hdr) + sizeof(struct preload_open);
+    char buf[PL_BUF];
+    const size_t at = sizeof(struct preload_hdr) + sizeof(struct preload_open), room = sizeof buf - at;
+    char *abs = buf + at;
     struct preload_open o = {.api = (uint16_t)api, .flags = flags, .mode = mode,
                              .res = res < 0 ? -err : res};
-    pl_abspath(dirfd, path, abs, PATH_MAX);
-    int repeatable;
-    if (!pl_aggregate(abs, o.res, is_write(flags), &o.path_hash, &repeatable)) {
-        o.repeatable = (uint16_t)repeatable;
+    /* a path we had to cut is never aggregated: two long paths could share the cut */
+    int whole = pl_abspath(dirfd, path, abs, room) == 0;
+    int writes = is_write(flags) || !whole;
+    if (!pl_repeat(abs, o.res, writes, &o.path_hash)) {
+        if (res >= 0) pl_fdpath(res, abs, room); /* a symlink or ../ cannot hide the real file */
+        o.repeatable = !writes && !pl_sensitive(abs) && pl_remember(o.path_hash);
         struct pl_rec r;
         pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_OPEN, &o, sizeof o);
         pl_rec_adopt(&r); /* the path is already in place */

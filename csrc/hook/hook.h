@@ -20,6 +20,11 @@
 #include "../preload_wire.h"
 
 #define PL_EXPORT __attribute__((visibility("default")))
+
+/* Hooks run on the application's stack: a small thread's, or a signal handler's alternate stack of
+ * SIGSTKSZ bytes, much of which the kernel's signal frame already takes. Records are built in
+ * stack buffers of this size at most; longer paths and command lines are cut and flagged. */
+#define PL_BUF 2048
 #define PL_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 void *pl_dlsym(const char *name);
@@ -68,7 +73,7 @@ void pl_rec_adopt(struct pl_rec *r);
 void pl_rec_send(struct pl_rec *r);
 
 /* Resolves path against dirfd (AT_FDCWD: the cwd) into out, lexically normalised.
- * Returns 0, or -1 when it could not (out then holds the path as given). */
+ * Returns 0, or -1 when it could not or had to cut it (out then holds what it could). */
 int pl_abspath(int dirfd, const char *path, char *out, size_t cap);
 
 /* The calling process, from the kernel (the cached pid is stale only in a vfork child). */
@@ -84,8 +89,13 @@ void pl_table_forget(void);
 void pl_fd_lost(int fd);
 void pl_fd_range_lost(unsigned first, unsigned last);
 
-/* Aggregation: returns 1 when this open is a repeat and was counted; else 0 and *hash, *repeatable
- * tell how to record it. */
-int pl_aggregate(const char *abspath, int res, int is_write, uint64_t *hash, int *repeatable);
+/* The file behind fd, from the kernel (symlinks and .. resolved); -1 when it has no path. */
+int pl_fdpath(int fd, char *out, size_t cap);
+
+/* Aggregation. pl_repeat: 1 when this open repeats one already recorded, and was counted; else 0
+ * with *hash set. pl_remember: after recording, 1 when later repeats of hash will be counted. */
+int pl_repeat(const char *abspath, int res, int is_write, uint64_t *hash);
+int pl_remember(uint64_t hash);
+int pl_sensitive(const char *abspath);
 
 #endif
