@@ -57,7 +57,7 @@ class State:
     """One run's view of the state directory."""
 
     def __init__(self, root):
-        self.root = Path(root)
+        self.root = Path(root).absolute()
         self.events = self.root / EVENTS
         self.spool = self.root / SPOOL
         sock = self.root / SOCKET

@@ -85,7 +85,8 @@ class Supervisor:
         fd = self.listener.fileno()
         config = {"listen_fd": fd, "control_fd": self.control_r, "events_path": str(self.state.events),
                   "spool_dir": str(self.state.spool), "restart_gap": gap, "previous_status": previous_status}
-        cmd = [sys.executable, "-m", "preload.daemon", json.dumps(config)]
+        # -P: the application's cwd may hold anything, even a directory named preload
+        cmd = [sys.executable, "-P", "-m", "preload.daemon", json.dumps(config)]
         # own session: a terminal's ^C is for the application; the daemon stops when we say so
         self.daemon = subprocess.Popen(cmd, pass_fds=(fd, self.control_r), env=daemon_env(os.environ),
                                        stdin=subprocess.DEVNULL, start_new_session=True)

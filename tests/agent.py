@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-PRELOAD = [sys.executable, "-m", "preload"]
+# -P: not the source tree in the cwd, the installed package under test
+PRELOAD = [sys.executable, "-P", "-m", "preload"]
 
 
 def preload(*args, state_dir, check=False, timeout=60, **kwargs):

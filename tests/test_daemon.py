@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import events, of_type
+from agent import PRELOAD, events, of_type
 from preload import wire
 from preload._native import ffi, lib
 
@@ -25,7 +25,7 @@ class Daemon:
         self.state = Path(state)
         self.sock = self.state / "preload.sock"
         env = dict(os.environ, PRELOAD_STATE_DIR=str(self.state))
-        self.proc = subprocess.Popen(list(wrap) + [sys.executable, "-m", "preload", "daemon"], env=env,
+        self.proc = subprocess.Popen(list(wrap) + PRELOAD + ["daemon"], env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while not self.sock.exists():
