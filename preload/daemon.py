@@ -64,7 +64,8 @@ class Daemon:
         self.listener.setblocking(False)
         self.log = log
         self.spool_dir = spool_dir
-        self.enricher = Enricher(classify=classify)
+        # our parent is `preload run`: the root of the tree, not part of it
+        self.enricher = Enricher(classify=classify, supervisor=os.getppid())
         self.stats = Counter()
         self.rejected = Counter()
         self.stopping = False

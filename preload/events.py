@@ -92,8 +92,10 @@ class ProcessTable:
         """The process; a pid we never saw start is a forked child (same image as its parent) or a
         process that started before the agent: ask /proc, else copy the parent."""
         p = self._procs.get(pid)
-        if p is not None:
+        if p is not None and (p.exepath or not ppid):
             return p
+        # unknown, or known only as somebody's parent: the process's own record says who its
+        # parent is (a subshell that exited before we could look it up in /proc)
         p = self._from_proc(pid) or self._from_parent(pid, ppid)
         self._put(p)
         return p
@@ -135,8 +137,10 @@ class ProcessTable:
 class Enricher:
     """Turns decoded records into event dicts; keeps what later records refer back to."""
 
-    def __init__(self, table=None, classify=None):
+    def __init__(self, table=None, classify=None, supervisor=None):
         self.procs = table or ProcessTable()
+        self._described = set()  # pids the log already has a process event for
+        self._supervisor = supervisor
         self._paths = OrderedDict()  # (stream, path_hash) -> (path, res) for repeat counts
         self._classify = classify  # path -> elf.Target, for exec targets the hook cannot enter
 
@@ -168,14 +172,38 @@ class Enricher:
         """A list of events for one record (usually one)."""
         kind = rec["kind"]
         if kind == "start":
+            out = self._forked_ancestors(rec)
             proc = self.procs.started(rec)
+            self._described.add(proc.pid)
             e = self._common(rec, proc, "execve")
             e.update({"evt.dir": "<", "evt.res": "SUCCESS", "preload.argv": rec["argv"],
                       "preload.attach": rec["attach"]})
-            return [e]
+            out.append(e)
+            return out
         proc = self.procs.get(rec["pid"], rec["ppid"])
         handler = getattr(self, "_" + kind)
         return handler(rec, proc)
+
+    def _forked_ancestors(self, rec, limit=8):
+        """Processes between this one and the last described ancestor that forked but never exec'd
+        (a shell's subshell): no record of their own, so a clone event from /proc keeps the tree
+        whole."""
+        chain, pid = [], rec["ppid"]
+        while pid > 1 and pid not in self._described and pid != self._supervisor and len(chain) < limit:
+            p = self.procs.get(pid)
+            if not p.exepath:
+                break
+            self._described.add(pid)
+            chain.append(p)
+            pid = p.ppid
+        out = []
+        for p in reversed(chain):
+            e = self._common(rec, p, "clone")
+            e.update({"evt.dir": "<", "evt.res": "SUCCESS", "evt.source": "daemon",
+                      "preload.attach": "preload" if _maps_hook(p.pid) else "none",
+                      "preload.stream": "", "preload.seq": 0})
+            out.append(e)
+        return out
 
     def _exec(self, rec, proc):
         e = self._common(rec, proc, "execve")
@@ -259,6 +287,14 @@ class Enricher:
         e = self._common(rec, proc, "preload.end")
         e.update({"preload.failed_sends": rec["failed_sends"], "preload.end_reason": rec["reason"]})
         return [e]
+
+
+def _maps_hook(pid):
+    try:
+        with open(f"/proc/{int(pid)}/maps", "rb") as f:
+            return b"/libpreload.so" in f.read()
+    except OSError:
+        return False
 
 
 def agent_event(evt_type, **fields):

@@ -14,7 +14,8 @@ Summary keys (stable; scripts rely on them):
     `exe`, `cmdline` and `attach` repeat the latest. `attach` is `preload.attach` of its start
     event, or `none` when there was no start: an exec that no start followed (a static binary,
     say) adds an image with attach `none`; a pid without any image (a forked child that never
-    exec'd) shows the proc.* fields of its first event. `children`: pids (int), in order of
+    exec'd) shows the proc.* fields of its first event (or, when those are empty, its nearest
+    named ancestor's) and the attachment its events came from. `children`: pids (int), in order of
     appearance.
   - `roots`: pids (int) whose parent is not in the log, or the first of a parent loop.
 - `events`: valid event lines in all logs. `bad_lines`: lines that were not a JSON object;
@@ -67,6 +68,23 @@ def _str(v):
     return v if isinstance(v, str) else "" if v is None else str(v)
 
 
+def _inherit_images(procs):
+    """A forked child that never exec'd runs its parent's image: name it after the nearest
+    ancestor that has a name (bounded walk: pids can loop)."""
+    for p in procs.values():
+        q, steps = p, 0
+        while not p["exe"] and q["ppid"] in procs and steps < 64:
+            q, steps = procs[q["ppid"]], steps + 1
+            if q["exe"]:
+                p["exe"], p["cmdline"] = q["exe"], q["cmdline"]
+
+
+def _attach(ev):
+    """What covered the process an event is about: said outright, or the event's source."""
+    source = _str(ev.get("evt.source"))
+    return _str(ev.get("preload.attach")) or (source if source in ("preload", "ptrace") else "none")
+
+
 def _error(res):
     """The errno name of a failed call, None for a success (SUCCESS, or an fd/count)."""
     if res is None or res == "SUCCESS" or (_int(res) is not None and res >= 0):
@@ -111,9 +129,9 @@ class _File:
         self.blind = set()  # filenames of blindspot events
 
     def tree(self, log):
-        procs = {pid: {"pid": pid, "ppid": ppid, "exe": exe, "cmdline": cmd, "attach": "none",
+        procs = {pid: {"pid": pid, "ppid": ppid, "exe": exe, "cmdline": cmd, "attach": attach,
                        "images": [], "children": []}
-                 for pid, (ppid, exe, cmd) in self.seen.items()}
+                 for pid, (ppid, exe, cmd, attach) in self.seen.items()}
         pending = {}  # pid -> exec attempts not yet matched by a start or a failure
         # The attempt comes from the old image and the start from the new one, on different
         # connections: time, not log order, says which came first.
@@ -140,6 +158,7 @@ class _File:
             if p["images"]:
                 p["images"].sort(key=lambda i: i["time"])
                 p.update({k: p["images"][-1][k] for k in ("exe", "cmdline", "attach")})
+        _inherit_images(procs)
         roots = []
         for pid, p in procs.items():
             if p["ppid"] in procs and p["ppid"] != pid:
@@ -234,7 +253,8 @@ class Log:
             self._daemon(ev)
             return
         if pid is not None and pid not in f.seen:
-            f.seen[pid] = (_int(ev.get("proc.ppid")), exe, _str(ev.get("proc.cmdline")))
+            f.seen[pid] = (_int(ev.get("proc.ppid")), exe, _str(ev.get("proc.cmdline")),
+                           _attach(ev))
         if typ in OPENS or typ == "preload.repeats":
             entry = self.files.setdefault(_str(ev.get("fd.name")), [0, False, Counter()])
             count = 1 if typ in OPENS else max(_int(ev.get("evt.count")) or 0, 0)

@@ -155,7 +155,8 @@ def test_forked_child_that_never_execd_is_shown_from_its_own_events(summary):
     child = summary["logs"][0]["processes"]["4717"]
     assert child["ppid"] == 4713
     assert child["exe"] == "/usr/bin/python3.11"
-    assert (child["attach"], child["images"]) == ("none", [])
+    # it runs its parent's image, hook included: its events came from the hook
+    assert (child["attach"], child["images"]) == ("preload", [])
 
 
 def test_a_pid_that_execs_again_shows_its_latest_image_and_keeps_the_earlier(tmp_path):
