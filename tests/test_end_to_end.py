@@ -83,3 +83,20 @@ def test_inspect_tells_how_each_program_is_watched(tmp_path):
     assert "dynamic-glibc" in out and "preload" in out and "missing" in out
     js = json.loads(preload("inspect", "--format", "json", "/bin/sh", state_dir=tmp_path).stdout)
     assert js[0]["attach"] == "preload"
+
+
+def test_subshells_that_never_exec_keep_the_tree_whole(tmp_path):
+    # $(...) forks a subshell that forks again for cat and never execs itself
+    r = preload("run", "--", "bash", "-c", "x=$(cat /etc/hostname; true); echo \"$x\"", state_dir=tmp_path)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(preload("report", "--format", "json", state_dir=tmp_path).stdout)
+    (log,) = summary["logs"]
+    procs = {int(pid): p for pid, p in log["processes"].items()}
+    (root,) = log["roots"]
+    assert procs[root]["exe"].endswith("bash")
+    (cat,) = [p for p in procs.values() if p["cmdline"] == "cat /etc/hostname"]
+    chain, pid = [], cat["ppid"]
+    while pid in procs:
+        chain.append(procs[pid]["exe"])
+        pid = procs[pid]["ppid"]
+    assert chain and all(exe.endswith("bash") for exe in chain)
