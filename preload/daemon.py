@@ -211,6 +211,12 @@ class Daemon:
                     self.log.add(event)
 
 
+def _classify(path):
+    from preload import elf  # on the first exec only: a run that execs nothing never pays for it
+
+    return elf.classify(path)
+
+
 def _restart_event(gap_seconds, previous_status):
     return agent_event("preload.daemon", **{"preload.state": "restart", "preload.gap_seconds": gap_seconds,
                                             "preload.previous_status": previous_status})
@@ -233,10 +239,8 @@ def main(listen_fd=None, socket_path=None, events_path="events.jsonl", spool_dir
         listener.bind(socket_path)
         os.chmod(socket_path, 0o666)  # processes that dropped privileges report too
         listener.listen(4096)
-    from preload import elf  # after the channel is up: nothing waits on this import
-
     log = EventLog(events_path)
-    daemon = Daemon(listener, log, spool_dir, classify=elf.classify, control=control_fd)
+    daemon = Daemon(listener, log, spool_dir, classify=_classify, control=control_fd)
 
     def stop(signum, frame):
         daemon.stopping = True
@@ -260,4 +264,6 @@ def main(listen_fd=None, socket_path=None, events_path="events.jsonl", spool_dir
 if __name__ == "__main__":  # how `preload run` starts us: no command-line framework to import
     import sys
 
-    sys.exit(main(**json.loads(sys.argv[1])))
+    code = main(**json.loads(sys.argv[1]))
+    sys.stderr.flush()
+    os._exit(code)  # the log is closed; interpreter finalisation would only delay the wrapper

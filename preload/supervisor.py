@@ -6,15 +6,16 @@ status (128+N when killed by signal N). The socket is bound before the applicati
 here, so no record is lost while the daemon starts or restarts: connections wait in the backlog."""
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
-from preload import events, state
-from preload.daemon import EventLog
+from preload import state
 
 FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
              signal.SIGTERM, signal.SIGWINCH)
@@ -109,12 +110,10 @@ class Supervisor:
         os.close(self.control_w)
         if self.daemon is None:
             return
-        try:
-            self.daemon.wait(DAEMON_STOP_SECONDS)
-        except subprocess.TimeoutExpired:
+        if not _exits_within(self.daemon.pid, DAEMON_STOP_SECONDS):
             warn(f"the daemon did not stop in {DAEMON_STOP_SECONDS} s; killing it")
             self.daemon.kill()
-            self.daemon.wait()
+        self.daemon.wait()
 
     # -- application ----------------------------------------------------------------------------
 
@@ -151,9 +150,12 @@ class Supervisor:
             raise CommandError(f"{self.argv[0]}: {e.strerror}", 126 if e.errno == 13 else 127) from None
         self.child = proc.pid
         _give_terminal(proc.pid)
-        self._note_blind_spot(exe)  # while the application already runs: no start-up delay
+        # beside the application, not before it: classifying costs tens of milliseconds
+        note = threading.Thread(target=self._note_blind_spot, args=(exe,), daemon=True)
+        note.start()
         status = self._wait_for(proc.pid)
         self.child = None
+        note.join()
         self._stop_daemon()
         self.listener.close()
         try:
@@ -178,7 +180,9 @@ class Supervisor:
     def _note_blind_spot(self, exe):
         if self.attach == "none":
             return
-        from preload import elf
+        from preload import elf, events
+        from preload.daemon import EventLog
+
         target = elf.classify(exe)
         if target.attach != "ptrace":
             return
@@ -190,6 +194,18 @@ class Supervisor:
             "evt.arg.filename": exe, "preload.binary": target.kind, "preload.reason": reason,
             "proc.pid": os.getpid()}))
         log.close()
+
+
+def _exits_within(pid, seconds):
+    """Waits for a child's exit without reaping it, and without polling (a pidfd)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:  # gone already, or a kernel without pidfds
+        return True
+    try:
+        return bool(select.select([fd], [], [], seconds)[0])
+    finally:
+        os.close(fd)
 
 
 def _give_terminal(pgid):
