@@ -59,19 +59,19 @@ class State:
     def __init__(self, root):
         self.root = Path(root).absolute()
         self.events = self.root / EVENTS
-        self.spool = self.root / SPOOL
         sock = self.root / SOCKET
         if len(os.fsencode(sock.absolute())) > _SUN_PATH_MAX:
             # unix socket paths are short; a deep state dir gets its socket in a private temp dir
             sock = Path(tempfile.mkdtemp(prefix="preload-")) / SOCKET
         self.socket = sock.absolute()
+        self.spool = self.socket.parent / SPOOL  # the hook finds it beside the socket
         self._lock = None
 
     def prepare(self):
         """Creates the layout and takes the run lock; rotates the previous run's log away."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            self.spool.mkdir(exist_ok=True)
+            self.spool.mkdir(parents=True, exist_ok=True)
             # processes that dropped privileges still leave their spool notes here
             os.chmod(self.spool, 0o1777)
             self._lock = open(self.root / "run.lock", "w")
