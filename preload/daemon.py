@@ -185,30 +185,45 @@ class Daemon:
 
     def collect_spool(self):
         """Ends of streams that could not reach a daemon, noted by the hook in the spool dir."""
-        if not self.spool_dir:
-            return
+        for rec in take_spool(self.spool_dir, lambda: self._reject("bad spool file")):
+            for event in self.enricher.events(rec):
+                self.log.add(event)
+
+
+def take_spool(spool_dir, bad=lambda: None):
+    """Reads and removes the hook's spool notes: END records that found no daemon."""
+    try:
+        names = os.listdir(spool_dir) if spool_dir else []
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(spool_dir, name)
         try:
-            names = os.listdir(self.spool_dir)
+            with open(path, "rb") as f:
+                pid, ppid, stream, seq, failed = f.read(256).split()
+            rec = {"kind": "end", "source": "preload", "pid": int(pid), "ppid": int(ppid),
+                   "stream": f"{int(stream, 16):016x}", "seq": int(seq), "time_ns": os.stat(path).st_mtime_ns,
+                   "reason": "spool", "failed_sends": int(failed), "truncated": False}
+        except (OSError, ValueError):
+            bad()
+            rec = None
+        try:
+            os.unlink(path)
         except OSError:
-            return
-        for name in names:
-            path = os.path.join(self.spool_dir, name)
-            try:
-                with open(path, "rb") as f:
-                    pid, ppid, stream, seq, failed = f.read(256).split()
-                rec = {"kind": "end", "source": "preload", "pid": int(pid), "ppid": int(ppid),
-                       "stream": f"{int(stream, 16):016x}", "seq": int(seq), "time_ns": os.stat(path).st_mtime_ns,
-                       "reason": "spool", "failed_sends": int(failed)}
-            except (OSError, ValueError):
-                self._reject("bad spool file")
-                rec = None
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            if rec:
-                for event in self.enricher.events(rec):
-                    self.log.add(event)
+            pass
+        if rec:
+            yield rec
+
+
+def close_previous_run(spool_dir, previous_log):
+    """Notes left by processes that outlived the previous run's daemon belong to its log."""
+    recs = list(take_spool(spool_dir))
+    if recs:
+        log, enricher = EventLog(previous_log), Enricher()
+        for rec in recs:
+            for event in enricher.events(rec):
+                log.add(event)
+        log.close()
 
 
 def _classify(path):

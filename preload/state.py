@@ -59,6 +59,7 @@ class State:
     def __init__(self, root):
         self.root = Path(root).absolute()
         self.events = self.root / EVENTS
+        self.previous_events = self.root / "events.1.jsonl"
         sock = self.root / SOCKET
         if len(os.fsencode(sock.absolute())) > _SUN_PATH_MAX:
             # unix socket paths are short; a deep state dir gets its socket in a private temp dir

@@ -127,6 +127,9 @@ class Supervisor:
     def run(self):
         exe = resolve_command(self.argv[0], os.environ.get("PATH"))
         self.state.prepare()
+        if any(self.state.spool.iterdir()):
+            from preload.daemon import close_previous_run
+            close_previous_run(self.state.spool, self.state.previous_events)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sock = self.state.socket
         if sock.exists() or sock.is_symlink():

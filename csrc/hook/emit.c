@@ -74,8 +74,9 @@ static uint64_t new_stream(pid_t pid)
 
 /* ---- channel ---- */
 
-/* A new connection to the daemon, moved above the fds programs expect; -1 when there is none. */
-static int chan_open(void)
+/* A new connection to the daemon, or -1. *high tells whether it could move above the fds programs
+ * expect (PL_FD_BASE); when RLIMIT_NOFILE is lower it sits among them and must not be kept. */
+static int chan_open(int *high)
 {
     int s = (int)syscall(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (s < 0) return -1;
@@ -83,7 +84,12 @@ static int chan_open(void)
         sys_close(s);
         return -1;
     }
+    /* room for a burst (a loop opening a thousand files for writing) while the daemon catches up;
+     * the kernel caps it at net.core.wmem_max and charges only what is queued */
+    int sndbuf = 4 << 20;
+    syscall(SYS_setsockopt, s, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     int hi = (int)syscall(SYS_fcntl, s, F_DUPFD_CLOEXEC, PL_FD_BASE);
+    *high = hi >= 0;
     if (hi >= 0) {
         sys_close(s);
         s = hi;
@@ -91,18 +97,25 @@ static int chan_open(void)
     return s;
 }
 
-static int chan_connect(void)
+/* A channel for this process to keep, or to use once when the fd limit leaves no room above the
+ * program's own fds; -1 when there is none now. One connector at a time, so that the fd and its
+ * identity are published together: a thread (or a signal handler) arriving meanwhile does not
+ * wait, its record is counted as refused. */
+static int chan_connect(int *keep)
 {
-    int s = chan_open();
-    if (s < 0) return -1;
-    struct stat st;
-    pl_ino = fstat(s, &st) == 0 ? st.st_ino : 0;
-    int expected = -1;
-    if (!__atomic_compare_exchange_n(&pl_fd, &expected, s, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-        sys_close(s); /* another thread connected first */
-        return expected;
+    static int connecting;
+    int idle = 0;
+    if (!__atomic_compare_exchange_n(&connecting, &idle, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+        return -1;
+    int fd = __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE);
+    *keep = 1;
+    if (fd < 0 && (fd = chan_open(keep)) >= 0 && *keep) {
+        struct stat st;
+        pl_ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
+        __atomic_store_n(&pl_fd, fd, __ATOMIC_RELEASE);
     }
-    return s;
+    __atomic_store_n(&connecting, 0, __ATOMIC_RELEASE);
+    return fd;
 }
 
 /* Our fd is still ours: the application may have closed it behind libc's back and reused the
@@ -118,12 +131,25 @@ static int sent(int fd, const void *buf, size_t len)
     return send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len;
 }
 
+/* One record on connection fd, closed at once: for a vfork child, which must not touch our state,
+ * and for a process whose fd limit leaves no room above its own fds. */
+static int send_once(int fd, const void *buf, size_t len)
+{
+    if (fd < 0) return -1;
+    int ok = sent(fd, buf, len);
+    sys_close(fd);
+    return ok ? 0 : -1;
+}
+
 static int chan_send(const void *buf, size_t len)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
         int fd = __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE);
-        if (fd < 0) fd = chan_connect();
-        if (fd < 0) return -1;
+        if (fd < 0) {
+            int keep;
+            if ((fd = chan_connect(&keep)) < 0) return -1;
+            if (!keep) return send_once(fd, buf, len);
+        }
         if (chan_valid(fd) && sent(fd, buf, len)) return 0;
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return -1; /* busy: never wait */
         int ours = errno == EPIPE || errno == ECONNRESET || errno == ECONNREFUSED || errno == ENOTCONN;
@@ -140,10 +166,8 @@ static int chan_send_private(const void *buf, size_t len)
 {
     int fd = __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE);
     if (fd >= 0 && chan_valid(fd) && sent(fd, buf, len)) return 0;
-    if ((fd = chan_open()) < 0) return -1;
-    int ok = sent(fd, buf, len);
-    sys_close(fd);
-    return ok ? 0 : -1;
+    int high;
+    return send_once(chan_open(&high), buf, len);
 }
 
 void pl_fd_lost(int fd)

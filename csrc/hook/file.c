@@ -30,12 +30,13 @@ static void record_open(unsigned api, int dirfd, const char *path, int flags, un
     char *abs = buf + at;
     struct preload_open o = {.api = (uint16_t)api, .flags = flags, .mode = mode,
                              .res = res < 0 ? -err : res};
-    /* a path we had to cut is never aggregated: two long paths could share the cut */
+    /* every write is recorded (but to /dev/null), and every path we had to cut: two long paths
+     * could share the cut */
     int whole = pl_abspath(dirfd, path, abs, room) == 0;
-    int writes = is_write(flags) || !whole;
-    if (!pl_repeat(abs, o.res, writes, &o.path_hash)) {
+    int always = !whole || (is_write(flags) && !pl_quiet_sink(abs));
+    if (!pl_repeat(abs, o.res, flags & O_ACCMODE, always, &o.path_hash)) {
         if (res >= 0) pl_fdpath(res, abs, room); /* a symlink or ../ cannot hide the real file */
-        o.repeatable = !writes && !pl_sensitive(abs) && pl_remember(o.path_hash);
+        o.repeatable = o.path_hash && !pl_sensitive(abs) && pl_remember(o.path_hash);
         struct pl_rec r;
         pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_OPEN, &o, sizeof o);
         pl_rec_adopt(&r); /* the path is already in place */

@@ -92,10 +92,12 @@ void pl_fd_range_lost(unsigned first, unsigned last);
 /* The file behind fd, from the kernel (symlinks and .. resolved); -1 when it has no path. */
 int pl_fdpath(int fd, char *out, size_t cap);
 
-/* Aggregation. pl_repeat: 1 when this open repeats one already recorded, and was counted; else 0
- * with *hash set. pl_remember: after recording, 1 when later repeats of hash will be counted. */
-int pl_repeat(const char *abspath, int res, int is_write, uint64_t *hash);
+/* Aggregation. pl_repeat: 1 when this open (path, result, access mode) repeats one already
+ * recorded, and was counted; else 0 with *hash set (0 when the open is always recorded).
+ * pl_remember: after recording, 1 when later repeats of hash will be counted. */
+int pl_repeat(const char *abspath, int res, int mode, int always, uint64_t *hash);
 int pl_remember(uint64_t hash);
 int pl_sensitive(const char *abspath);
+int pl_quiet_sink(const char *abspath);
 
 #endif
