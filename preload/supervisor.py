@@ -77,7 +77,6 @@ class Supervisor:
         self.listener = None
         self.daemon = None
         self.child = None
-        self.daemon_died_at = None
         self.daemon_restarts = 0
 
     # -- daemon ------------------------------------------------------------------------------
@@ -97,12 +96,12 @@ class Supervisor:
         self.daemon = None
         if self.child is None:  # we are shutting down: expected
             return
-        self.daemon_died_at = time.monotonic()
+        died_at = time.monotonic()
         warn(f"the daemon exited with status {code}; restarting it (records wait in the channel)")
         self.daemon_restarts += 1
         # a daemon that cannot start at all must not spin: back off after repeated deaths
         time.sleep(min(0.1 * 2 ** min(self.daemon_restarts - 1, 5), 3.0))
-        self._start_daemon(gap=time.monotonic() - self.daemon_died_at, previous_status=code)
+        self._start_daemon(gap=time.monotonic() - died_at, previous_status=code)
 
     def _stop_daemon(self):
         """Closing the control pipe tells the daemon to drain and stop. Unlike a signal, it cannot
