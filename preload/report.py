@@ -51,6 +51,8 @@ import os
 import re
 from collections import Counter
 
+import orjson
+
 OPENS = {"open", "openat", "creat"}
 CONNECTS = {"connect": "connect", "accept": "accept", "accept4": "accept"}
 LISTENS = {"bind", "listen"}
@@ -77,6 +79,13 @@ def _inherit_images(procs):
             q, steps = procs[q["ppid"]], steps + 1
             if q["exe"]:
                 p["exe"], p["cmdline"] = q["exe"], q["cmdline"]
+
+
+def _lenient(line):
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
+        return None
 
 
 def _attach(ev):
@@ -222,9 +231,9 @@ class Log:
                 if not line.strip():
                     continue
                 try:
-                    ev = json.loads(line)
-                except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
-                    ev = None
+                    ev = orjson.loads(line)
+                except ValueError:  # orjson refuses lone surrogates (\udcff), which JSON allows
+                    ev = _lenient(line)
                 if isinstance(ev, dict):
                     f.events += 1
                     self._event(ev, f, n)
