@@ -71,6 +71,7 @@ class Collector:
         self.srv.listen(128)
         self.srv.setblocking(False)
         self.records = []
+        self.connections = 0  # accepted, over all runs
 
     def env(self, base=None):
         env = dict(os.environ if base is None else base)
@@ -105,6 +106,7 @@ class Collector:
                 if s is self.srv:
                     try:
                         conns.append(self.srv.accept()[0])
+                        self.connections += 1
                     except BlockingIOError:
                         pass
                     continue

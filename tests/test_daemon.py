@@ -105,16 +105,19 @@ def test_ten_thousand_garbage_frames_leave_the_daemon_alive(tmp_path):
     subprocess.run(["sh", "-c", "cat /etc/hostname >/dev/null"], timeout=30,
                    env=dict(os.environ, LD_PRELOAD=HOOK, PRELOAD_SOCKET=str(capture)))
     samples = []
-    listener.settimeout(5)
-    for _ in range(2):
-        conn, _ = listener.accept()
-        conn.settimeout(1)
-        try:
-            while chunk := conn.recv(70000):
-                samples.append(chunk)
-        except socket.timeout:
-            pass
-    assert samples
+    listener.settimeout(1)
+    try:
+        while True:  # the shell's connection, inherited by cat, and any other
+            conn, _ = listener.accept()
+            conn.settimeout(1)
+            try:
+                while chunk := conn.recv(70000):
+                    samples.append(chunk)
+            except socket.timeout:
+                pass
+    except socket.timeout:
+        pass
+    assert len(samples) >= 4  # two starts, an exec attempt, an open
     rng = random.Random(1234)
     sent = 0
     for batch in range(20):

@@ -189,3 +189,21 @@ def test_long_argv_is_truncated_not_dropped(collector, cc):
         assert 100 < len(rec["argv"]) < len(args)
         assert rec["argv"][:-1] == args[:len(rec["argv"]) - 1]  # the last one may be cut short
         assert args[len(rec["argv"]) - 1].startswith(rec["argv"][-1])
+
+
+def test_exec_reuses_the_inherited_channel_instead_of_connecting(collector):
+    """A shell running commands: each new image adopts the connection it inherited."""
+    cp, _ = collector.run(["sh", "-c", "cat /etc/hostname; ls / >/dev/null; true"])
+    assert cp.returncode == 0
+    assert len(collector.records_of("start")) >= 3
+    assert collector.connections == 1
+
+
+def test_a_foreign_fd_63_is_never_taken_for_the_channel(collector, tmp_path):
+    """fd 63 handed down by the caller, but not a connection to our daemon: the hook connects anew
+    and never writes into it."""
+    other = tmp_path / "other"
+    cp, _ = collector.run(["bash", "-c", f"exec 63>{other}; cat /etc/hostname"])
+    assert cp.returncode == 0
+    assert other.read_bytes() == b""
+    assert collector.records_of("start", argv=["cat", "/etc/hostname"])

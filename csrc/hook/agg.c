@@ -29,7 +29,7 @@ struct slot {
 
 static struct slot table[PL_SLOTS];
 static int table_state; /* 0 live, 1 stale after fork, 2 being cleared */
-static uint64_t repeats, last_flush_ns;
+static uint64_t repeats, unsent, last_flush_ns; /* unsent: repeats counted since the last flush */
 static int flushing;
 
 static const char *const sensitive_prefix[] = {
@@ -151,7 +151,7 @@ static int table_live(void)
                                                     __ATOMIC_ACQUIRE))
             return 0; /* another thread is clearing: do not aggregate meanwhile */
         memset(table, 0, sizeof table);
-        repeats = 0;
+        repeats = unsent = 0;
         __atomic_store_n(&table_state, 0, __ATOMIC_RELEASE);
     }
     return 1;
@@ -167,6 +167,7 @@ static uint64_t now_ns(void)
 static void counted_repeat(struct slot *s)
 {
     __atomic_add_fetch(&s->count, 1, __ATOMIC_RELAXED);
+    __atomic_add_fetch(&unsent, 1, __ATOMIC_RELAXED);
     if (__atomic_add_fetch(&repeats, 1, __ATOMIC_RELAXED) % PL_FLUSH_EVERY) return;
     uint64_t t = now_ns();
     if (t - __atomic_load_n(&last_flush_ns, __ATOMIC_RELAXED) >= PL_FLUSH_NS) pl_flush_counts();
@@ -205,7 +206,10 @@ int pl_remember(uint64_t hash)
 void pl_flush_counts(void)
 {
     int idle = 0;
-    if (__atomic_load_n(&table_state, __ATOMIC_ACQUIRE) != 0 ||
+    /* nothing counted: do not even look at the table (a short-lived process would fault in all
+     * of its pages just to find them empty) */
+    if (!__atomic_exchange_n(&unsent, 0, __ATOMIC_ACQ_REL) ||
+        __atomic_load_n(&table_state, __ATOMIC_ACQUIRE) != 0 ||
         !__atomic_compare_exchange_n(&flushing, &idle, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
         return;
     __atomic_store_n(&last_flush_ns, now_ns(), __ATOMIC_RELAXED);

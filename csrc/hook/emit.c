@@ -1,7 +1,9 @@
 /* emit.c: the channel to the daemon and the life of a process image (start, fork, exit).
  *
- * One SOCK_SEQPACKET connection per process image, non-blocking: a record the kernel will not take
- * right now is counted as failed, never waited for. Each record carries (stream, seq); a gap in seq
+ * One SOCK_SEQPACKET connection, non-blocking: a record the kernel will not take right now is
+ * counted as failed, never waited for. The connection is inherited across fork and exec, so a new
+ * process image reuses its parent's instead of paying for a connect (and the daemon for an
+ * accept) each time a shell runs a command. Each record carries (stream, seq); a gap in seq
  * is a lost record, so loss stays visible even when the daemon dies with records queued to it.
  * Nothing here writes to the application's fds or changes its errno. */
 #include "hook.h"
@@ -24,7 +26,8 @@
 __attribute__((used)) static const char pl_version_stamp[] = "preload-wire-version=1";
 _Static_assert(PRELOAD_WIRE_VERSION == 1, "update pl_version_stamp");
 
-#define PL_FD_BASE 63 /* above the fds programs expect, still inside the kernel's first fd table */
+#define PL_FD_BASE 63 /* above the fds programs expect, still inside the kernel's first fd table;
+                       * also where a new image looks for the connection it inherited */
 
 __thread int pl_depth __attribute__((tls_model("initial-exec")));
 int pl_enabled;
@@ -78,7 +81,8 @@ static uint64_t new_stream(pid_t pid)
  * expect (PL_FD_BASE); when RLIMIT_NOFILE is lower it sits among them and must not be kept. */
 static int chan_open(int *high)
 {
-    int s = (int)syscall(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    /* not close-on-exec: the images this process execs inherit the channel (chan_inherited) */
+    int s = (int)syscall(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0);
     if (s < 0) return -1;
     if (syscall(SYS_connect, s, (struct sockaddr *)&pl_addr, pl_addrlen) != 0) {
         sys_close(s);
@@ -88,7 +92,7 @@ static int chan_open(int *high)
      * the kernel caps it at net.core.wmem_max and charges only what is queued */
     int sndbuf = 4 << 20;
     syscall(SYS_setsockopt, s, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-    int hi = (int)syscall(SYS_fcntl, s, F_DUPFD_CLOEXEC, PL_FD_BASE);
+    int hi = (int)syscall(SYS_fcntl, s, F_DUPFD, PL_FD_BASE);
     *high = hi >= 0;
     if (hi >= 0) {
         sys_close(s);
@@ -129,6 +133,24 @@ static int chan_valid(int fd)
 static int sent(int fd, const void *buf, size_t len)
 {
     return send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len;
+}
+
+/* The connection this image inherited from the one that exec'd it: fd PL_FD_BASE when it is a
+ * SEQPACKET socket connected to our daemon's path (never some other fd the program was given). */
+static int chan_inherited(void)
+{
+    struct stat st;
+    int type = 0;
+    socklen_t len = sizeof type;
+    struct sockaddr_un peer;
+    socklen_t plen = sizeof peer;
+    if (fstat(PL_FD_BASE, &st) != 0 || !S_ISSOCK(st.st_mode) ||
+        getsockopt(PL_FD_BASE, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET ||
+        getpeername(PL_FD_BASE, (struct sockaddr *)&peer, &plen) != 0 || plen != pl_addrlen ||
+        memcmp(&peer, &pl_addr, plen) != 0)
+        return -1;
+    pl_ino = st.st_ino;
+    return PL_FD_BASE;
 }
 
 /* One record on connection fd, closed at once: for a vfork child, which must not touch our state,
@@ -284,21 +306,23 @@ static void spool(pid_t pid, pid_t ppid, uint64_t stream, uint32_t seq, uint32_t
 
 static void send_start(void)
 {
-    char exe[PATH_MAX], cwd[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    exe[n > 0 ? n : 0] = 0;
-    if (!getcwd(cwd, sizeof cwd)) cwd[0] = 0;
+    /* the credentials the kernel gave this image, without a system call each */
     struct preload_start s = {
-        .uid = getuid(), .euid = geteuid(), .gid = getgid(), .egid = getegid(),
+        .uid = (uint32_t)getauxval(AT_UID), .euid = (uint32_t)getauxval(AT_EUID),
+        .gid = (uint32_t)getauxval(AT_GID), .egid = (uint32_t)getauxval(AT_EGID),
         .argc = 0, .attach = PRELOAD_SRC_HOOK,
     };
     char buf[8192];
     struct pl_rec r;
     int argc = pl_argv ? pl_argc : 0;
-    /* argc strings must follow; count only what fits so that the record stays well-formed */
     pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_START, &s, sizeof s);
-    pl_rec_str(&r, exe);
-    pl_rec_str(&r, cwd);
+    /* exe and cwd are written in place: no second buffer on the stack */
+    ssize_t n = readlink("/proc/self/exe", r.buf + r.len, PATH_MAX - 1);
+    r.buf[r.len + (n > 0 ? n : 0)] = 0;
+    pl_rec_adopt(&r);
+    if (!getcwd(r.buf + r.len, PATH_MAX)) r.buf[r.len] = 0;
+    pl_rec_adopt(&r);
+    /* argc strings must follow; count only what fits so that the record stays well-formed */
     int kept = 0;
     for (; kept < argc && r.len < r.cap - 1; kept++) pl_rec_str(&r, pl_argv[kept]);
     if (kept < argc) r.truncated = 1;
@@ -342,6 +366,7 @@ __attribute__((constructor)) static void pl_init(int argc, char **argv, char **e
         pl_pid = pl_self();
         pl_ppid = getppid();
         pl_stream = new_stream(pl_pid);
+        pl_fd = chan_inherited();
         pthread_atfork(NULL, NULL, after_fork_child);
         pl_depth++;
         send_start();
