@@ -478,12 +478,18 @@ def fig_file_heavy(env, reps):
         cols.append(Column("strace_bpf", f"strace -f --seccomp-bpf -e trace=openat ({runs})",
                            [env.strace, "-f", "--seccomp-bpf", "-e", "trace=openat", "-o", "/dev/null"] + prog,
                            clean_env(), ref="65x", warmup=False, max_reps=n))
+    return measured(cols, reps, "file-heavy", daemon, run_loss)
+
+
+def measured(cols, reps, figure, daemon, run_loss):
+    """Measures the columns with the agent's daemon running, stops it, prints the table and what
+    the agent logged (steady state, and end to end through preload run)."""
     try:
-        result = measure(cols, reps, "file-heavy")
+        result = measure(cols, reps, figure)
     finally:
         daemon.stop()
     hook_loss = analyse_log(daemon.events)
-    print_columns(result, "file_heavy", "hook")
+    print_columns(result, figure.replace("-", "_"), "hook")
     say(f"   agent, steady state: {loss_text(hook_loss)}")
     say(f"   agent, end to end:   {loss_text(run_loss)}")
     return {"columns": result, "loss": {"hook": hook_loss, "preload_run": run_loss}}
@@ -550,15 +556,7 @@ def fig_exec_heavy(env, reps):
                 snoopy_note = how
             except BenchError as e:
                 env.missing["snoopy"] = str(e)
-        try:
-            result = measure(cols, reps, "exec-heavy")
-        finally:
-            daemon.stop()
-    hook_loss = analyse_log(daemon.events)
-    print_columns(result, "exec_heavy", "hook")
-    say(f"   agent, steady state: {loss_text(hook_loss)}")
-    say(f"   agent, end to end:   {loss_text(run_loss)}")
-    out = {"columns": result, "loss": {"hook": hook_loss, "preload_run": run_loss}}
+        out = measured(cols, reps, "exec-heavy", daemon, run_loss)
     if snoopy_note:
         lines = sum(1 for _ in open(snoopy_log, "rb")) if snoopy_log.exists() else 0
         runs = reps + 1  # with the warm-up
