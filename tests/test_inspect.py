@@ -10,6 +10,7 @@ import pytest
 
 from preload import elf
 from preload.elf import KINDS, classify, format_text, to_dict
+from tools import need
 
 HELLO_C = '#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n'
 HELLO_GO = 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("hi") }\n'
@@ -18,23 +19,12 @@ CGO_GO = ('package main\n\n// int answer(void) { return 42; }\nimport "C"\nimpor
           'func main() { fmt.Println(C.answer()) }\n')
 
 
-def _tool(name, package):
-    """A build tool, installed from its Debian package when missing: CI must not skip silently."""
-    if shutil.which(name) is None and shutil.which("apt-get") and os.geteuid() == 0:
-        install = f"apt-get install -y -q {package}"
-        subprocess.run(["sh", "-c", f"{install} || (apt-get update -q && {install})"],
-                       capture_output=True)
-    if shutil.which(name) is None:
-        pytest.skip(f"{name} is absent and `apt-get install {package}` did not provide it")
-    return shutil.which(name)
-
-
 def _program(directory, name, *flags, compiler=("gcc", "gcc"), runs=True):
     """Compile HELLO_C and check that it really runs, so the binary is not a toolchain accident."""
     source = directory / "hello.c"
     source.write_text(HELLO_C)
     exe = directory / name
-    subprocess.run([_tool(*compiler), *flags, "-o", str(exe), str(source)], check=True)
+    subprocess.run([need(*compiler), *flags, "-o", str(exe), str(source)], check=True)
     if runs:
         assert subprocess.run([str(exe)], capture_output=True, text=True).stdout == "hi\n"
     return str(exe)
@@ -66,7 +56,7 @@ def _check(t, kind, attach):
 @pytest.fixture(scope="session")
 def go_programs(tmp_path_factory):
     """Go builds are slow the first time: build once per session, with a private cache and HOME."""
-    go = _tool("go", "golang-go")
+    go = need("go", "golang-go")
     build = tmp_path_factory.mktemp("go")
     env = dict(os.environ, HOME=str(build), GOCACHE=str(build / "cache"),
                GOPATH=str(build / "gopath"), GOTOOLCHAIN="local", GOPROXY="off", GOFLAGS="")
@@ -122,7 +112,7 @@ def test_unknown_loader_without_libc_is_dynamic_other(tmp_path):
     source = tmp_path / "start.c"
     source.write_text("void _start(void) { for (;;) ; }\n")
     exe = tmp_path / "other"
-    subprocess.run([_tool("gcc", "gcc"), "-nostdlib", "-Wl,--dynamic-linker=/lib/ld-other.so.1",
+    subprocess.run([need("gcc", "gcc"), "-nostdlib", "-Wl,--dynamic-linker=/lib/ld-other.so.1",
                     "-o", str(exe), str(source)], check=True)
     t = classify(str(exe))
     _check(t, "dynamic-other", "preload")

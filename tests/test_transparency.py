@@ -7,23 +7,15 @@ output. Every agent run must also have left the program in the event log: a test
 the agent silently off.
 """
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
 from agent import events, of_type, preload, starts
 from preload import elf
+from tools import need
 
 BASE_ENV = {"PATH": os.environ["PATH"], "TZ": "UTC", "LC_ALL": "C", "LANG": "C"}
-
-
-def need(program, package):
-    path = shutil.which(program)
-    if path is None:
-        pytest.skip(f"`{program}` is not installed (Debian package: {package})")
-    return path
 
 
 def run_both_ways(tmp_path, argv, files=(), env=None, timeout=60):
