@@ -10,7 +10,6 @@ import os
 import subprocess
 from pathlib import Path
 
-
 from agent import events, of_type, preload, starts
 from preload import elf
 from tools import need
