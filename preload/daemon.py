@@ -23,6 +23,8 @@ from preload.events import Enricher, agent_event
 _UCRED = struct.Struct("3i")
 _BATCH = 256  # records read from one connection before looking at the others
 _DRAIN_SECONDS = 3.0
+_COALESCE_SECONDS = 0.002  # how long a quiet daemon lets records gather before reading them
+_BUSY_ROUND = 64  # records in one round that mean the daemon is busy: read on without waiting
 
 
 def _worth_saying(n):
@@ -78,6 +80,7 @@ class Daemon:
         if control is not None:  # end of file on it means: drain and stop
             self._sel.register(control, selectors.EVENT_READ)
         self._buf = bytearray(wire.MAX_RECORD + 1)
+        self._quiet = True
 
     # -- untrusted input --------------------------------------------------------------------
 
@@ -152,6 +155,12 @@ class Daemon:
     def poll(self, timeout):
         """One round: returns the number of ready sources."""
         ready = self._sel.select(timeout)
+        if ready and self._quiet and not self.stopping:
+            # A trickle (a shell running commands: three records each) would wake us once per
+            # record, and each wakeup costs the sender a cross-CPU interrupt. Let it pile up for
+            # a moment; under load the rounds are full and we never wait.
+            time.sleep(_COALESCE_SECONDS)
+        before = self.stats["records"]
         for key, _ in ready:
             if key.fileobj is self.listener:
                 self._accept()
@@ -161,6 +170,7 @@ class Daemon:
                     self.stopping = True
             else:
                 self._read(key)
+        self._quiet = self.stats["records"] - before < _BUSY_ROUND
         self.log.flush()
         return len(ready)
 

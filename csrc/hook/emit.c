@@ -263,10 +263,9 @@ static void rec_stamp(struct pl_rec *r, pid_t pid, pid_t ppid, uint64_t stream, 
 
 void pl_rec_send(struct pl_rec *r)
 {
-    pid_t self = pl_pid;
+    pid_t self = pl_pid, pid;
     /* only exec records are made in a vfork child (between vfork and exec or _exit) */
-    if (PL_UNLIKELY(((struct preload_hdr *)r->buf)->kind == PRELOAD_REC_EXEC && pl_self() != self)) {
-        pid_t pid = pl_self();
+    if (PL_UNLIKELY(((struct preload_hdr *)r->buf)->kind == PRELOAD_REC_EXEC && (pid = pl_self()) != self)) {
         uint64_t stream = new_stream(pid);
         rec_stamp(r, pid, self, stream, 1); /* a one-record stream of its own */
         if (chan_send_private(r->buf, r->len) != 0) spool(pid, self, stream, 1, 1);
