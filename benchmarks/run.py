@@ -462,15 +462,21 @@ def preload_run_column(env, key, label, cmd, state):
     return col, loss
 
 
-def fig_file_heavy(env, reps):
-    say(f"\n1. file-heavy: openclose, {OPENS:,} x open({OPEN_PATH}, O_RDONLY) + close, one process")
-    prog = [env.bins["openclose"], OPEN_PATH, str(OPENS)]
-    daemon = Daemon(env, env.tmp / "fig1-daemon").start()
-    run_col, run_loss = preload_run_column(env, "preload_run", "agent, end to end: preload run -- prog",
-                                           prog, env.tmp / "fig1-run")
+def agent_columns(env, figure, prog, shown):
+    """The columns every figure has: bare, the hook with a running daemon, and preload run."""
+    daemon = Daemon(env, env.tmp / f"{figure}-daemon").start()
+    run_col, run_loss = preload_run_column(env, "preload_run", f"agent, end to end: preload run -- {shown}",
+                                           prog, env.tmp / f"{figure}-run")
     cols = [Column("bare", "bare", prog, clean_env()),
             Column("hook", "agent, steady state: hook + running daemon", prog, env.hooked_env(daemon.sock)),
             run_col]
+    return daemon, cols, run_loss
+
+
+def fig_file_heavy(env, reps):
+    say(f"\n1. file-heavy: openclose, {OPENS:,} x open({OPEN_PATH}, O_RDONLY) + close, one process")
+    prog = [env.bins["openclose"], OPEN_PATH, str(OPENS)]
+    daemon, cols, run_loss = agent_columns(env, "fig1", prog, "prog")
     if env.strace:
         # 50x slower: fewer runs (spread over the rounds) keep the whole benchmark within minutes
         n = 1 if env.quick else 3
@@ -531,12 +537,7 @@ def snoopy_logging(env, logfile):
 def fig_exec_heavy(env, reps):
     say(f"\n2. exec-heavy: sh -c '{EXEC_LOOP}'  (sh = {os.path.realpath('/bin/sh')})")
     prog = ["/bin/sh", "-c", EXEC_LOOP]
-    daemon = Daemon(env, env.tmp / "fig2-daemon").start()
-    run_col, run_loss = preload_run_column(env, "preload_run", "agent, end to end: preload run -- sh -c ...",
-                                           prog, env.tmp / "fig2-run")
-    cols = [Column("bare", "bare", prog, clean_env()),
-            Column("hook", "agent, steady state: hook + running daemon", prog, env.hooked_env(daemon.sock)),
-            run_col]
+    daemon, cols, run_loss = agent_columns(env, "fig2", prog, "sh -c ...")
     if "empty.so" in env.bins:
         cols.append(Column("empty_preload", "empty .so in LD_PRELOAD (floor)", prog,
                            clean_env(LD_PRELOAD=env.bins["empty.so"]), ref="1.08x"))

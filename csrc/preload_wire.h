@@ -154,5 +154,3 @@ struct preload_end {
 #define PRELOAD_ERR_STRINGS 7
 
 int preload_check(const void *buf, size_t len);
-/* Fills out[0..nstr-1] with pointers to the record's strings; call only after preload_check. */
-int preload_strings(const void *buf, size_t len, const char **out, size_t max);

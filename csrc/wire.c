@@ -63,17 +63,3 @@ int preload_check(const void *buf, size_t len)
     }
     return PRELOAD_OK;
 }
-
-int preload_strings(const void *buf, size_t len, const char **out, size_t max)
-{
-    struct preload_hdr h;
-    memcpy(&h, buf, sizeof h);
-    const char *p = (const char *)buf + sizeof h + body_size(h.kind);
-    const char *end = (const char *)buf + len;
-    size_t n = 0;
-    while (n < h.nstr && n < max && p < end) {
-        out[n++] = p;
-        p += strlen(p) + 1;
-    }
-    return (int)n;
-}

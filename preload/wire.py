@@ -34,7 +34,7 @@ def _layout(ctype):
 def _names(prefix, rename=None):
     out = {}
     for name in dir(lib):
-        if name.startswith(prefix):
+        if name.startswith(prefix) and not name.endswith("_MAX"):  # bounds, not names
             short = name[len(prefix):].lower()
             out[getattr(lib, name)] = (rename or {}).get(short, short)
     return out
@@ -42,8 +42,6 @@ def _names(prefix, rename=None):
 
 ERRORS = _names("PRELOAD_ERR_")
 KINDS = _names("PRELOAD_REC_")
-KINDS.pop(lib.PRELOAD_REC_KIND_MAX, None)
-KINDS[lib.PRELOAD_REC_END] = "end"
 SOURCES = {lib.PRELOAD_SRC_HOOK: "preload", lib.PRELOAD_SRC_PTRACE: "ptrace"}
 APIS = _names("PRELOAD_API_", {"open_2": "__open_2", "open64_2": "__open64_2",
                                 "openat_2": "__openat_2", "openat64_2": "__openat64_2"})

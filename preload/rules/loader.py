@@ -277,6 +277,16 @@ class _Loader:
                 continue
             getattr(self, "add_" + kind)(data, name, file, line)
 
+    def _override(self, old, data, spec, file, line, label, undefined):
+        """Applies an append/override item to the item it names, or says why it cannot."""
+        if old is None:
+            self.problem(file, line, label, undefined)
+            return
+        try:
+            _apply_override(old, data, spec)
+        except ValueError as exc:
+            self.problem(file, line, label, str(exc))
+
     # -- macros and lists
     def _add_named(self, table, kind, body_key, data, name, file, line):
         label = _label(kind, name)
@@ -292,17 +302,9 @@ class _Loader:
             self.problem(file, line, label, str(exc))
             return
         if spec is not None:
-            old = table.get(name)
-            if old is None:
-                if any(how == "append" for how in spec.values()):
-                    self.problem(file, line, label, f"cannot append to undefined {kind} {name!r}")
-                    return
-                self.problem(file, line, label, f"cannot override undefined {kind} {name!r}")
-                return
-            try:
-                _apply_override(old, data, spec)
-            except ValueError as exc:
-                self.problem(file, line, label, str(exc))
+            how = "append to" if any(h == "append" for h in spec.values()) else "override"
+            self._override(table.get(name), data, spec, file, line, label,
+                           f"cannot {how} undefined {kind} {name!r}")
             return
         if body_key not in data:
             self.problem(file, line, label, f"a {kind} needs '{body_key}'")
@@ -337,14 +339,8 @@ class _Loader:
         if spec is None and old is not None and set(data) <= {"rule", "enabled"}:
             spec = {"enabled": "replace"} if "enabled" in data else {}
         if spec is not None:
-            if old is None:
-                self.problem(file, line, label, f"cannot append to or override undefined rule "
-                             f"{name!r}")
-                return
-            try:
-                _apply_override(old, data, spec)
-            except ValueError as exc:
-                self.problem(file, line, label, str(exc))
+            self._override(old, data, spec, file, line, label,
+                           f"cannot append to or override undefined rule {name!r}")
             return
         # A redefinition replaces the rule (keeping its place in the load order).
         self.rules[name] = _Item("rule", name, dict(data), file, line)
