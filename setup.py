@@ -37,8 +37,8 @@ class BuildExt(build_ext):
 
 hook = Extension(
     HOOK,
-    sources=sorted(glob.glob("csrc/hook/*.c")),
-    depends=["csrc/preload_wire.h", "csrc/hook/hook.h"],
+    sources=sorted(glob.glob("csrc/hook/*.c")) + ["csrc/record.c", "csrc/paths.c", "csrc/netaddr.c"],
+    depends=["csrc/preload_wire.h", "csrc/common.h", "csrc/hook/hook.h"],
     extra_compile_args=[
         "-fvisibility=hidden", "-fno-delete-null-pointer-checks", "-Wall", "-Wextra",
         "-Wno-nonnull-compare", "-O2",

@@ -1,4 +1,4 @@
-/* preload_wire.h: the records that the hook (and later the tracer) send to the daemon.
+/* preload_wire.h: the records that the hook and the tracer send to the daemon.
  *
  * One header serves the C compile and the cffi cdef, so it holds only integer #defines, plain
  * structs and prototypes (no includes, no expressions in #defines, no macros with arguments).
@@ -19,10 +19,13 @@
 #define PRELOAD_REC_NET 4    /* connect, bind, listen, accept, accept4 */
 #define PRELOAD_REC_COUNTS 5 /* repeats that were aggregated in-process, by path hash */
 #define PRELOAD_REC_END 6    /* a process image ends: the header's seq is the stream's last */
-#define PRELOAD_REC_KIND_MAX 6
+#define PRELOAD_REC_CALL 7   /* any other watched call: files changed, privileges, namespaces... */
+#define PRELOAD_REC_BLIND 8  /* a program that runs unobserved, and why */
+#define PRELOAD_REC_KIND_MAX 8
 
 /* header flags */
 #define PRELOAD_F_TRUNCATED 1 /* strings were cut to fit PRELOAD_MAX_RECORD */
+#define PRELOAD_F_HANDOFF 2   /* EXEC: the program is started under the tracer */
 
 /* sources */
 #define PRELOAD_SRC_HOOK 1
@@ -61,6 +64,40 @@
 #define PRELOAD_API_LISTEN 42
 #define PRELOAD_API_ACCEPT 43
 #define PRELOAD_API_ACCEPT4 44
+#define PRELOAD_API_SOCKET 45
+#define PRELOAD_API_OPENAT2 34
+/* CALL records: the api names the call; args are its raw arguments, strings as listed */
+#define PRELOAD_API_SETUID 60
+#define PRELOAD_API_SETGID 61
+#define PRELOAD_API_SETREUID 62
+#define PRELOAD_API_SETREGID 63
+#define PRELOAD_API_SETRESUID 64
+#define PRELOAD_API_SETRESGID 65
+#define PRELOAD_API_SETGROUPS 66
+#define PRELOAD_API_SETFSUID 67
+#define PRELOAD_API_SETFSGID 68
+#define PRELOAD_API_PTRACE 70
+#define PRELOAD_API_MEMFD_CREATE 71 /* strings: name */
+#define PRELOAD_API_MOUNT 72        /* strings: source, target, fstype */
+#define PRELOAD_API_UMOUNT2 73      /* strings: target */
+#define PRELOAD_API_UNSHARE 74
+#define PRELOAD_API_SETNS 75        /* strings: the namespace file */
+#define PRELOAD_API_INIT_MODULE 76  /* strings: parameters */
+#define PRELOAD_API_FINIT_MODULE 77 /* strings: module file, parameters */
+#define PRELOAD_API_IO_URING_SETUP 78
+#define PRELOAD_API_UNLINK 80       /* strings: path */
+#define PRELOAD_API_UNLINKAT 81     /* strings: path */
+#define PRELOAD_API_RENAME 82       /* strings: old path, new path */
+#define PRELOAD_API_RENAMEAT 83     /* strings: old path, new path */
+#define PRELOAD_API_RENAMEAT2 84    /* strings: old path, new path */
+#define PRELOAD_API_CHMOD 85        /* strings: path */
+#define PRELOAD_API_FCHMOD 86       /* strings: path */
+#define PRELOAD_API_FCHMODAT 87     /* strings: path */
+#define PRELOAD_API_LINK 88         /* strings: existing path, new link */
+#define PRELOAD_API_LINKAT 89       /* strings: existing path, new link */
+#define PRELOAD_API_SYMLINK 90      /* strings: target as written, new link */
+#define PRELOAD_API_SYMLINKAT 91    /* strings: target as written, new link */
+#define PRELOAD_API_FOREIGN_ABI 99  /* a 32-bit or x32 system call, refused; args[0] its number */
 
 /* exec phases */
 #define PRELOAD_EXEC_ATTEMPT 1 /* sent before the call: an exec that succeeds never returns */
@@ -126,6 +163,25 @@ struct preload_net {
     uint16_t rport;
     uint8_t laddr[16];
     uint8_t raddr[16];
+};
+
+/* strings: as listed for the api; paths absolute where they could be resolved */
+struct preload_call {
+    uint16_t api;
+    uint16_t pad;
+    int32_t res; /* the call's result, or -errno */
+    int64_t args[6];
+};
+
+/* blind reasons */
+#define PRELOAD_BLIND_NO_TRACER 1 /* the tracer could not be reached */
+#define PRELOAD_BLIND_REFUSED 2   /* the tracer could not attach; err says why */
+#define PRELOAD_BLIND_FILTER 3    /* the seccomp filter could not be installed; err says why */
+
+/* strings: the program that runs unobserved */
+struct preload_blind {
+    uint32_t reason; /* PRELOAD_BLIND_* */
+    int32_t err;     /* errno */
 };
 
 struct preload_count {

@@ -15,6 +15,8 @@ static size_t body_size(unsigned kind)
     case PRELOAD_REC_NET: return sizeof(struct preload_net);
     case PRELOAD_REC_COUNTS: return sizeof(struct preload_counts);
     case PRELOAD_REC_END: return sizeof(struct preload_end);
+    case PRELOAD_REC_CALL: return sizeof(struct preload_call);
+    case PRELOAD_REC_BLIND: return sizeof(struct preload_blind);
     }
     return 0;
 }
@@ -60,6 +62,8 @@ int preload_check(const void *buf, size_t len)
     case PRELOAD_REC_OPEN: if (h.nstr != 1) return PRELOAD_ERR_STRINGS; break;
     case PRELOAD_REC_NET: if (h.nstr != 2) return PRELOAD_ERR_STRINGS; break;
     case PRELOAD_REC_END: if (h.nstr != 0) return PRELOAD_ERR_STRINGS; break;
+    case PRELOAD_REC_CALL: if (h.nstr > 3) return PRELOAD_ERR_STRINGS; break;
+    case PRELOAD_REC_BLIND: if (h.nstr != 1) return PRELOAD_ERR_STRINGS; break;
     }
     return PRELOAD_OK;
 }

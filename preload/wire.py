@@ -12,23 +12,44 @@ from preload._native import ffi, lib
 VERSION = lib.PRELOAD_WIRE_VERSION
 MAX_RECORD = lib.PRELOAD_MAX_RECORD
 
-_CODES = {"uint8_t": "B", "uint16_t": "H", "int32_t": "i", "uint32_t": "I", "uint64_t": "Q"}
+_CODES = {"uint8_t": "B", "uint16_t": "H", "int32_t": "i", "uint32_t": "I", "uint64_t": "Q",
+          "int64_t": "q"}
 
 
-def _layout(ctype):
-    """A struct.Struct with the C struct's fields at the C struct's offsets, and their names."""
-    fmt, names, at = "=", [], 0  # native order, offsets spelled out as padding
-    for name, field in ffi.typeof(ctype).fields:
-        fmt += "x" * (field.offset - at)
-        t = field.type
-        if t.kind == "array":
-            fmt += f"{t.length}s"
-        else:
-            fmt += _CODES[t.cname]
-        names.append(name)
-        at = field.offset + ffi.sizeof(t)
-    fmt += "x" * (ffi.sizeof(ctype) - at)
-    return struct.Struct(fmt), names
+class _Layout:
+    """A struct.Struct with the C struct's fields at the C struct's offsets; byte arrays come out
+    as bytes, other arrays as tuples."""
+
+    def __init__(self, ctype):
+        fmt, self.fields, at = "=", [], 0  # native order, offsets spelled out as padding
+        for name, field in ffi.typeof(ctype).fields:
+            fmt += "x" * (field.offset - at)
+            t = field.type
+            if t.kind == "array" and t.item.cname == "uint8_t":
+                fmt += f"{t.length}s"
+                self.fields.append((name, 0))
+            elif t.kind == "array":
+                fmt += f"{t.length}{_CODES[t.item.cname]}"
+                self.fields.append((name, t.length))
+            else:
+                fmt += _CODES[t.cname]
+                self.fields.append((name, 0))
+            at = field.offset + ffi.sizeof(t)
+        fmt += "x" * (ffi.sizeof(ctype) - at)
+        self.struct = struct.Struct(fmt)
+        self.size = self.struct.size
+        self.flat = all(n == 0 for _, n in self.fields)
+        self.names = [name for name, _ in self.fields]
+
+    def unpack(self, buf, off=0):
+        values = self.struct.unpack_from(buf, off)
+        if self.flat:
+            return dict(zip(self.names, values))
+        out, i = {}, 0
+        for name, n in self.fields:
+            out[name] = values[i:i + n] if n else values[i]
+            i += n or 1
+        return out
 
 
 def _names(prefix, rename=None):
@@ -48,10 +69,12 @@ APIS = _names("PRELOAD_API_", {"open_2": "__open_2", "open64_2": "__open64_2",
 PHASES = {lib.PRELOAD_EXEC_ATTEMPT: "attempt", lib.PRELOAD_EXEC_FAILED: "failed"}
 END_REASONS = {lib.PRELOAD_END_EXIT: "exit", lib.PRELOAD_END_SPOOL: "spool"}
 
-_HDR, _HDR_FIELDS = _layout("struct preload_hdr")
-_BODY = {kind: _layout(f"struct preload_{kind}") for kind in ("start", "exec", "open", "net", "counts", "end")}
-_COUNT = _layout("struct preload_count")[0]
+_HDR = _Layout("struct preload_hdr")
+_BODY = {kind: _Layout(f"struct preload_{kind}") for kind in KINDS.values()}
+_COUNT = _Layout("struct preload_count").struct
 _F_TRUNCATED = lib.PRELOAD_F_TRUNCATED
+_F_HANDOFF = lib.PRELOAD_F_HANDOFF
+BLIND_REASONS = _names("PRELOAD_BLIND_")
 
 
 class WireError(ValueError):
@@ -81,10 +104,10 @@ def decode(buf):
     rc = lib.preload_check(buf, len(buf))
     if rc:
         raise WireError(ERRORS.get(rc, str(rc)))
-    h = dict(zip(_HDR_FIELDS, _HDR.unpack_from(buf)))
+    h = _HDR.unpack(buf)
     kind = KINDS[h["kind"]]
-    layout, names = _BODY[kind]
-    b = dict(zip(names, layout.unpack_from(buf, _HDR.size)))
+    layout = _BODY[kind]
+    b = layout.unpack(buf, _HDR.size)
     at, nstr = _HDR.size + layout.size, h["nstr"]
     rec = {
         "kind": kind,
@@ -103,7 +126,7 @@ def decode(buf):
     elif kind == "exec":
         s = _strings(buf, at, nstr)
         rec.update(api=APIS.get(b["api"], "unknown"), phase=PHASES.get(b["phase"], "unknown"),
-                   res=b["res"], fd=b["fd"], path=s[0], argv=s[1:])
+                   res=b["res"], fd=b["fd"], path=s[0], argv=s[1:], handoff=bool(h["flags"] & _F_HANDOFF))
     elif kind == "open":
         rec.update(api=APIS.get(b["api"], "unknown"), flags=b["flags"], mode=b["mode"], res=b["res"],
                    path_hash=f"{b['path_hash']:016x}", repeatable=bool(b["repeatable"]),
@@ -120,4 +143,10 @@ def decode(buf):
                          for path_hash, count in _COUNT.iter_unpack(buf[at:at + b["n"] * _COUNT.size])]
     elif kind == "end":
         rec.update(reason=END_REASONS.get(b["reason"], "unknown"), failed_sends=b["failed_sends"])
+    elif kind == "call":
+        rec.update(api=APIS.get(b["api"], "unknown"), res=b["res"], args=b["args"],
+                   strings=_strings(buf, at, nstr))
+    elif kind == "blind":
+        rec.update(reason=BLIND_REASONS.get(b["reason"], "unknown"), err=b["err"],
+                   path=_strings(buf, at, 1)[0])
     return rec

@@ -32,62 +32,6 @@ static int table_state; /* 0 live, 1 stale after fork, 2 being cleared */
 static uint64_t repeats, unsent, last_flush_ns; /* unsent: repeats counted since the last flush */
 static int flushing;
 
-static const char *const sensitive_prefix[] = {
-    "/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/pam.d/", "/etc/pam.conf",
-    "/etc/ld.so.preload", "/etc/security/", "/var/run/secrets/", "/run/secrets/",
-    "/proc/self/environ", "/proc/self/mem",
-};
-static const char *const sensitive_part[] = {"/.ssh/", "/.aws/", "/.kube/", "/.docker/config"};
-static const char *const sensitive_proc_file[] = {"/environ", "/mem"}; /* of any /proc/<pid>/ */
-
-/* Devices that swallow or produce bytes: writing to them changes nothing worth a record each time. */
-int pl_quiet_sink(const char *p)
-{
-    static const char *const sinks[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random",
-                                        "/dev/urandom", "/dev/tty"};
-    for (size_t i = 0; i < sizeof sinks / sizeof *sinks; i++)
-        if (strcmp(p, sinks[i]) == 0) return 1;
-    return 0;
-}
-
-int pl_sensitive(const char *p)
-{
-    for (size_t i = 0; i < sizeof sensitive_prefix / sizeof *sensitive_prefix; i++)
-        if (strncmp(p, sensitive_prefix[i], strlen(sensitive_prefix[i])) == 0) return 1;
-    for (size_t i = 0; i < sizeof sensitive_part / sizeof *sensitive_part; i++)
-        if (strstr(p, sensitive_part[i])) return 1;
-    if (strncmp(p, "/proc/", 6) == 0) {
-        size_t n = strlen(p);
-        for (size_t i = 0; i < sizeof sensitive_proc_file / sizeof *sensitive_proc_file; i++) {
-            size_t m = strlen(sensitive_proc_file[i]);
-            if (n > m && strcmp(p + n - m, sensitive_proc_file[i]) == 0) return 1;
-        }
-    }
-    return 0;
-}
-
-/* Lexical normalisation of an absolute path in place: //, /./ and /x/../ collapse. */
-static void normalize(char *p)
-{
-    char *w = p, *r = p;
-    while (*r) {
-        while (*r == '/') r++;
-        char *seg = r;
-        while (*r && *r != '/') r++;
-        size_t n = (size_t)(r - seg);
-        if (n == 0 || (n == 1 && seg[0] == '.')) continue;
-        if (n == 2 && seg[0] == '.' && seg[1] == '.') {
-            while (w > p && *--w != '/') {}
-            continue;
-        }
-        *w++ = '/';
-        memmove(w, seg, n);
-        w += n;
-    }
-    if (w == p) *w++ = '/';
-    *w = 0;
-}
-
 int pl_fdpath(int fd, char *out, size_t cap)
 {
     char link[32];
@@ -114,7 +58,7 @@ int pl_abspath(int dirfd, const char *path, char *out, size_t cap)
     if (base + 1 + n + 1 > cap) goto cut;
     out[base] = '/';
     memcpy(out + base + 1, path, n + 1);
-    normalize(out);
+    pl_normalize(out);
     return 0;
 as_given:
     base = 0;
@@ -230,7 +174,7 @@ void pl_flush_counts(void)
         if (n && (n == PER_RECORD || i == PL_SLOTS)) {
             struct preload_counts body = {n, 0};
             struct pl_rec r;
-            pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_COUNTS, &body, sizeof body);
+            pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_COUNTS, PRELOAD_SRC_HOOK, &body, sizeof body);
             r.len += n * sizeof(struct preload_count);
             r.nstr = (int)n;
             pl_rec_send(&r);

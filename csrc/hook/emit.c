@@ -206,44 +206,6 @@ void pl_fd_range_lost(unsigned first, unsigned last)
 
 /* ---- records ---- */
 
-void pl_rec_begin(struct pl_rec *r, char *buf, size_t cap, unsigned kind, const void *body,
-                  size_t body_len)
-{
-    struct preload_hdr h = {0};
-    h.magic = PRELOAD_WIRE_MAGIC;
-    h.version = PRELOAD_WIRE_VERSION;
-    h.kind = (uint16_t)kind;
-    h.source = PRELOAD_SRC_HOOK;
-    memcpy(buf, &h, sizeof h);
-    memcpy(buf + sizeof h, body, body_len);
-    r->buf = buf;
-    r->cap = cap;
-    r->len = sizeof h + body_len;
-    r->nstr = 0;
-    r->truncated = 0;
-}
-
-void pl_rec_str(struct pl_rec *r, const char *s)
-{
-    if (!s) s = "";
-    size_t n = strlen(s), room = r->cap - r->len - 1;
-    if (r->cap <= r->len) return; /* cannot happen with sane buffers; keep the record valid */
-    if (n > room) {
-        n = room;
-        r->truncated = 1;
-    }
-    memcpy(r->buf + r->len, s, n);
-    r->buf[r->len + n] = 0;
-    r->len += n + 1;
-    r->nstr++;
-}
-
-void pl_rec_adopt(struct pl_rec *r)
-{
-    r->len += strlen(r->buf + r->len) + 1;
-    r->nstr++;
-}
-
 static void spool(pid_t pid, pid_t ppid, uint64_t stream, uint32_t seq, uint32_t failed);
 
 static void rec_stamp(struct pl_rec *r, pid_t pid, pid_t ppid, uint64_t stream, uint32_t seq)
@@ -251,9 +213,7 @@ static void rec_stamp(struct pl_rec *r, pid_t pid, pid_t ppid, uint64_t stream, 
     struct preload_hdr *h = (struct preload_hdr *)r->buf;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    h->size = (uint32_t)r->len;
-    h->nstr = (uint16_t)r->nstr;
-    h->flags = r->truncated ? PRELOAD_F_TRUNCATED : 0;
+    pl_rec_close(r);
     h->pid = pid;
     h->ppid = ppid;
     h->seq = seq;
@@ -282,7 +242,7 @@ static void send_end(void)
     struct preload_end e = {PRELOAD_END_EXIT, __atomic_load_n(&pl_failed, __ATOMIC_RELAXED)};
     char buf[sizeof(struct preload_hdr) + sizeof e];
     struct pl_rec r;
-    pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_END, &e, sizeof e);
+    pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_END, PRELOAD_SRC_HOOK, &e, sizeof e);
     uint32_t seq = __atomic_add_fetch(&pl_seq, 1, __ATOMIC_RELAXED);
     rec_stamp(&r, pl_pid, pl_ppid, pl_stream, seq);
     if (chan_send(r.buf, r.len) != 0) spool(pl_pid, pl_ppid, pl_stream, seq, e.failed_sends + 1);
@@ -314,7 +274,7 @@ static void send_start(void)
     char buf[8192];
     struct pl_rec r;
     int argc = pl_argv ? pl_argc : 0;
-    pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_START, &s, sizeof s);
+    pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_START, PRELOAD_SRC_HOOK, &s, sizeof s);
     /* exe and cwd are written in place: no second buffer on the stack */
     ssize_t n = readlink("/proc/self/exe", r.buf + r.len, PATH_MAX - 1);
     r.buf[r.len + (n > 0 ? n : 0)] = 0;

@@ -39,7 +39,7 @@ __attribute__((noinline)) static void send_exec(unsigned api, unsigned phase, in
     struct preload_exec e = {.api = (uint16_t)api, .phase = (uint16_t)phase, .res = res, .fd = fd};
     char buf[PL_BUF]; /* the new process reports its whole command line itself */
     struct pl_rec r;
-    pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_EXEC, &e, sizeof e);
+    pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_EXEC, PRELOAD_SRC_HOOK, &e, sizeof e);
     pl_rec_str(&r, path);
     uint32_t kept = 0;
     for (; argv && argv[kept] && r.len < r.cap - 1; kept++) pl_rec_str(&r, argv[kept]);

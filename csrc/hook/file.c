@@ -38,7 +38,7 @@ static void record_open(unsigned api, int dirfd, const char *path, int flags, un
         if (res >= 0) pl_fdpath(res, abs, room); /* a symlink or ../ cannot hide the real file */
         o.repeatable = o.path_hash && !pl_sensitive(abs) && pl_remember(o.path_hash);
         struct pl_rec r;
-        pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_OPEN, &o, sizeof o);
+        pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_OPEN, PRELOAD_SRC_HOOK, &o, sizeof o);
         pl_rec_adopt(&r); /* the path is already in place */
         pl_rec_send(&r);
     }

@@ -17,7 +17,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "../preload_wire.h"
+#include "../common.h"
 
 #define PL_EXPORT __attribute__((visibility("default")))
 
@@ -54,21 +54,6 @@ static inline int pl_enter(void)
 
 static inline void pl_leave(void) { pl_depth--; }
 
-/* A record under construction, in a caller-provided buffer (hooks run on the application's stack,
- * which may be small: size buffers for the record kind). */
-struct pl_rec {
-    char *buf;
-    size_t cap;
-    size_t len;
-    int nstr;
-    int truncated;
-};
-
-void pl_rec_begin(struct pl_rec *r, char *buf, size_t cap, unsigned kind, const void *body,
-                  size_t body_len);
-void pl_rec_str(struct pl_rec *r, const char *s);
-/* Counts the NUL-terminated string already written at the end of the record. */
-void pl_rec_adopt(struct pl_rec *r);
 /* Stamps the header (pid, seq, time) and sends; never blocks; a refused record is counted. */
 void pl_rec_send(struct pl_rec *r);
 
@@ -97,7 +82,5 @@ int pl_fdpath(int fd, char *out, size_t cap);
  * pl_remember: after recording, 1 when later repeats of hash will be counted. */
 int pl_repeat(const char *abspath, int res, int mode, int always, uint64_t *hash);
 int pl_remember(uint64_t hash);
-int pl_sensitive(const char *abspath);
-int pl_quiet_sink(const char *abspath);
 
 #endif

@@ -1,0 +1,45 @@
+/* common.h: what the hook and the tracer share: building records, and which paths matter.
+ * Plain C over libc; no state. */
+#ifndef PRELOAD_COMMON_H
+#define PRELOAD_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "preload_wire.h"
+
+/* A record under construction, in a caller-provided buffer (hooks run on the application's stack,
+ * which may be small: size buffers for the record kind). */
+struct pl_rec {
+    char *buf;
+    size_t cap;
+    size_t len;
+    int nstr;
+    int truncated;
+};
+
+void pl_rec_begin(struct pl_rec *r, char *buf, size_t cap, unsigned kind, unsigned source,
+                  const void *body, size_t body_len);
+void pl_rec_str(struct pl_rec *r, const char *s);
+/* Counts the NUL-terminated string already written at the end of the record. */
+void pl_rec_adopt(struct pl_rec *r);
+/* Fills in size, string count and the truncation flag; the sender stamps the rest. */
+void pl_rec_close(struct pl_rec *r);
+
+/* Both ends of a socket, for a NET record whose api, fd and res are set. sock: an fd of this
+ * process for the socket, or -1; given: the address the program passed (connect, bind) or got
+ * (accept), or NULL; local_is_given: it is the local end (bind). */
+struct pl_ends {
+    char lpath[110], rpath[110];
+};
+void pl_net_fill(struct preload_net *n, struct pl_ends *e, int sock, const void *given,
+                 unsigned glen, int local_is_given);
+
+/* Lexical normalisation of an absolute path in place: //, /./ and /x/../ collapse. */
+void pl_normalize(char *p);
+/* Credentials, keys, the loader's configuration: never aggregated, always recorded. */
+int pl_sensitive(const char *abspath);
+/* Devices that swallow or produce bytes: writing to them is not worth a record each time. */
+int pl_quiet_sink(const char *abspath);
+
+#endif
