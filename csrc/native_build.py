@@ -23,7 +23,7 @@ ffibuilder.cdef(wire_cdef(WIRE) + wire_cdef(NATIVE))
 ffibuilder.set_source(
     "preload._native",
     '#include <stdint.h>\n#include <stddef.h>\n#include "preload_wire.h"\n#include "native.h"\n',
-    sources=[os.path.relpath(os.path.join(HERE, n)) for n in ("wire.c", "native.c")],
+    sources=[os.path.relpath(os.path.join(HERE, n)) for n in ("wire.c", "native.c", "elfkind.c")],
     include_dirs=[os.path.relpath(HERE)],
     extra_compile_args=["-Wall", "-Wextra"],
 )

@@ -210,3 +210,12 @@ struct preload_end {
 #define PRELOAD_ERR_STRINGS 7
 
 int preload_check(const void *buf, size_t len);
+
+/* What a program needs (csrc/elfkind.c): the hook, or the tracer. dirfd/path as for openat; an
+ * empty path means dirfd itself. For a script, interp receives its interpreter's path. */
+#define PRELOAD_ELF_UNKNOWN 0 /* unreadable, not ELF, or another ELF class: left to the loader */
+#define PRELOAD_ELF_DYNAMIC 1
+#define PRELOAD_ELF_STATIC 2
+#define PRELOAD_ELF_GO 3
+#define PRELOAD_ELF_SCRIPT 4
+int preload_elf_kind(int dirfd, const char *path, char *interp, size_t cap);

@@ -45,11 +45,17 @@ def main():
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @STATE_DIR
-@click.option("--attach", type=click.Choice(["auto", "preload", "none"]), default="auto", show_default=True,
-              help="How to watch the application: auto picks per program (the libc hook for dynamic "
-                   "programs); none runs it unobserved (for comparisons).")
+@click.option("--attach", type=click.Choice(["auto", "preload", "ptrace", "none"]), default="auto",
+              show_default=True,
+              help="How to watch the application: auto decides at every exec (the libc hook for "
+                   "dynamic programs, the tracer for static and Go ones); preload uses the hook only "
+                   "(static programs are blind spots); ptrace traces the whole tree; none runs it "
+                   "unobserved (for comparisons).")
+@click.option("--trace-profile", type=click.Choice(["default", "full"]), default="default", show_default=True,
+              help="What traced programs stop for: default skips read-only opens (near full speed); "
+                   "full also reports them (a static program reading /etc/shadow), at a cost.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(state_dir, attach, command):
+def run(state_dir, attach, trace_profile, command):
     """Run COMMAND under the agent, as its entrypoint wrapper.
 
     \b
@@ -63,7 +69,7 @@ def run(state_dir, attach, command):
     from preload import state, supervisor
 
     try:
-        code = supervisor.run(list(command), state_dir, attach)
+        code = supervisor.run(list(command), state_dir, attach, trace_profile)
     except supervisor.CommandError as e:
         click.echo(f"preload: {e}", err=True)
         sys.exit(e.status)

@@ -18,6 +18,45 @@ _L4 = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp", socket.SOCK_RAW: "ra
 _FAMILY = {socket.AF_INET: ("4", "ipv4"), socket.AF_INET6: ("6", "ipv6"), socket.AF_UNIX: ("u", "unix")}
 _CLIENT_IS_LOCAL = {"connect"}
 
+# CALL records: api -> (evt.type, names of the raw arguments, names of the strings). Names are
+# Falco's evt.arg.* ones; fs.path.* (Falco's uniform path fields) are added where there are paths.
+_CALLS = {
+    "socket": (("domain", "type", "proto"), ()),
+    "setuid": (("uid",), ()), "setgid": (("gid",), ()),
+    "setreuid": (("ruid", "euid"), ()), "setregid": (("rgid", "egid"), ()),
+    "setresuid": (("ruid", "euid", "suid"), ()), "setresgid": (("rgid", "egid", "sgid"), ()),
+    "setgroups": (("size",), ()), "setfsuid": (("uid",), ()), "setfsgid": (("gid",), ()),
+    "ptrace": (("request", "pid", "addr", "data"), ()),
+    "memfd_create": ((None, "flags"), ("name",)),
+    "mount": ((None, None, None, "flags"), ("dev", "dir", "type")),
+    "umount2": ((None, "flags"), ("name",)),
+    "unshare": (("flags",), ()),
+    "setns": (("fd", "nstype"), ("fd.name",)),
+    "init_module": ((None, "length"), ("uargs",)),
+    "finit_module": (("fd", None, "flags"), ("fd.name", "uargs")),
+    "io_uring_setup": (("entries",), ()),
+    "unlink": ((), ("path",)), "unlinkat": (("dirfd", None, "flags"), ("name",)),
+    "rename": ((), ("oldpath", "newpath")), "renameat": (("olddirfd", None, "newdirfd"), ("oldpath", "newpath")),
+    "renameat2": (("olddirfd", None, "newdirfd", None, "flags"), ("oldpath", "newpath")),
+    "chmod": ((None, "mode"), ("filename",)), "fchmod": (("fd", "mode"), ("fd.name",)),
+    "fchmodat": (("dirfd", None, "mode"), ("filename",)),
+    "link": ((), ("oldpath", "newpath")), "linkat": (("olddir", None, "newdir", None, "flags"), ("oldpath", "newpath")),
+    "symlink": ((), ("target", "linkpath")), "symlinkat": ((None, "linkdirfd"), ("target", "linkpath")),
+    "foreign_abi": (("nr", "arch"), ()),
+}
+_PATH_FIELDS = {"path": "fs.path.name", "name": "fs.path.name", "filename": "fs.path.name",
+                "oldpath": "fs.path.source", "newpath": "fs.path.target",
+                "target": "fs.path.source", "linkpath": "fs.path.target"}
+_PATH_CALLS = {"unlink", "unlinkat", "rename", "renameat", "renameat2", "chmod", "fchmodat", "link",
+               "linkat", "symlink", "symlinkat"}
+_PTRACE_REQUESTS = {0: "PTRACE_TRACEME", 16: "PTRACE_ATTACH", 17: "PTRACE_DETACH", 0x4206: "PTRACE_SEIZE",
+                    4: "PTRACE_POKETEXT", 5: "PTRACE_POKEDATA", 6: "PTRACE_POKEUSR", 13: "PTRACE_SETREGS"}
+_AF = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6", socket.AF_UNIX: "AF_UNIX",
+       getattr(socket, "AF_PACKET", 17): "AF_PACKET", getattr(socket, "AF_NETLINK", 16): "AF_NETLINK"}
+_BLIND_WHY = {"no_tracer": "the tracer could not be reached",
+              "refused": "the tracer could not attach to it",
+              "filter": "the seccomp filter could not be installed"}
+
 
 def res_name(res):
     """Falco's evt.res: SUCCESS, or the errno name."""
@@ -214,6 +253,8 @@ class Enricher:
             e["evt.res"] = res_name(rec["res"])
             return [e]
         out = [e]
+        if rec["source"] != "preload" or rec["handoff"]:  # the tracer has it
+            return out
         target = self._classify(rec["path"]) if self._classify and rec["path"].startswith("/") else None
         if target is not None and target.attach == "ptrace":
             b = self._common(rec, proc, "preload.blindspot")
@@ -281,6 +322,37 @@ class Enricher:
             cip, cport, sip, sport = rip, rport, lip, lport
         e.update({"fd.cip": cip, "fd.cport": cport, "fd.sip": sip, "fd.sport": sport,
                   "fd.name": f"{cip}:{cport}->{sip}:{sport}"})
+        return [e]
+
+    def _call(self, rec, proc):
+        api = rec["api"]
+        arg_names, str_names = _CALLS.get(api, ((), ()))
+        evt_type = "preload.foreign_syscall" if api == "foreign_abi" else api
+        e = self._common(rec, proc, evt_type)
+        e["evt.res"] = res_name(rec["res"])
+        for name, value in zip(arg_names, rec["args"]):
+            if name:
+                e[f"evt.arg.{name}"] = value
+        for name, value in zip(str_names, rec["strings"]):
+            e[name if "." in name else f"evt.arg.{name}"] = value
+            if api in _PATH_CALLS and name in _PATH_FIELDS:
+                e[_PATH_FIELDS[name]] = value
+        if api == "socket":
+            domain, stype = rec["args"][0], rec["args"][1] & 0xF
+            e.update({"evt.arg.domain": _AF.get(domain, str(domain)), "fd.num": rec["res"],
+                      "fd.l4proto": _L4.get(stype, "")})
+        elif api == "ptrace":
+            e["evt.arg.request"] = _PTRACE_REQUESTS.get(rec["args"][0], str(rec["args"][0]))
+        elif api == "foreign_abi":
+            e["preload.reason"] = "a system call of another ABI (int 0x80 or x32): refused with ENOSYS"
+        return [e]
+
+    def _blind(self, rec, proc):
+        e = self._common(rec, proc, "preload.blindspot")
+        why = _BLIND_WHY.get(rec["reason"], rec["reason"])
+        err = f": {os.strerror(rec['err'])}" if rec["err"] > 0 else ""
+        e.update({"evt.arg.filename": rec["path"], "preload.binary": "static or Go",
+                  "preload.reason": f"runs unobserved: {why}{err}"})
         return [e]
 
     def _end(self, rec, proc):

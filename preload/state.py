@@ -11,6 +11,7 @@ from pathlib import Path
 EVENTS = "events.jsonl"
 SOCKET = "preload.sock"
 SPOOL = "spool"
+TRACE_SOCKET = "trace.sock"
 KEEP_OLD_LOGS = 5
 _SUN_PATH_MAX = 107
 
@@ -66,6 +67,7 @@ class State:
             sock = Path(tempfile.mkdtemp(prefix="preload-")) / SOCKET
         self.socket = sock.absolute()
         self.spool = self.socket.parent / SPOOL  # the hook finds it beside the socket
+        self.trace_socket = self.socket.parent / TRACE_SOCKET
         self._lock = None
 
     def prepare(self):

@@ -1,9 +1,11 @@
 """`preload run`: the entrypoint wrapper.
 
-It owns the channel's listening socket, starts the daemon, runs the application with the hook,
-and does what tini does as PID 1: forwards signals, reaps orphans, exits with the application's
-status (128+N when killed by signal N). The socket is bound before the application starts and held
-here, so no record is lost while the daemon starts or restarts: connections wait in the backlog."""
+It owns the channel's listening sockets, starts the daemon and the tracer, runs the application
+with the attachment its binary needs (the hook for dynamic programs, the tracer for static and Go
+ones), and does what tini does as PID 1: forwards signals, reaps orphans, exits with the
+application's status (128+N when killed by signal N). The sockets are bound before the
+application starts and held here, so no record and no request to the tracer is lost while a
+helper starts or restarts: connections wait in the backlog."""
 import json
 import os
 import select
@@ -21,8 +23,10 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signa
              signal.SIGTERM, signal.SIGWINCH)
 DAEMON_STOP_SECONDS = 10  # the daemon drains for at most 3 s; this is only a backstop
 HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libpreload.so")
-# the agent's own variables: the daemon must never carry the hook
-AGENT_ENV = ("LD_PRELOAD", "PRELOAD_SOCKET")
+TRACER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload-trace")
+TRACER_STOP_SECONDS = 2  # for the last records of traced processes; orphans may trace on after us
+# the agent's own variables: the helpers must never carry the hook
+AGENT_ENV = ("LD_PRELOAD", "PRELOAD_SOCKET", "PRELOAD_TRACE")
 DAEMON_LOG_ENV = {"LOGURU_LEVEL": "WARNING", "LOGURU_FORMAT": "preload-daemon: <level>{message}</level>"}
 
 
@@ -54,12 +58,34 @@ def resolve_command(name, path=None):
     return found
 
 
-def hooked_env(base, sock):
+def hooked_env(base, sock, trace_sock=None, hook=True):
+    """The application's environment: the hook in LD_PRELOAD (unless it starts traced), where to
+    send records, and where the tracer listens (when there is one)."""
     env = dict(base)
     preloads = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if p != HOOK]
-    env["LD_PRELOAD"] = " ".join([HOOK] + preloads)
+    if hook:
+        preloads.insert(0, HOOK)
+    if preloads:
+        env["LD_PRELOAD"] = " ".join(preloads)
+    else:
+        env.pop("LD_PRELOAD", None)
     env["PRELOAD_SOCKET"] = str(sock)
+    if trace_sock:
+        env["PRELOAD_TRACE"] = str(trace_sock)
+    else:
+        env.pop("PRELOAD_TRACE", None)
     return env
+
+
+def needs_tracer(exe):
+    """True for a program the hook cannot enter (static, Go), decided as the hook decides at exec."""
+    from preload._native import ffi, lib
+
+    interp = ffi.new("char[]", 4096)
+    kind = lib.preload_elf_kind(-100, os.fsencode(exe), interp, 4096)  # -100: AT_FDCWD
+    if kind == lib.PRELOAD_ELF_SCRIPT:
+        kind = lib.preload_elf_kind(-100, ffi.string(interp), ffi.NULL, 0)
+    return kind in (lib.PRELOAD_ELF_STATIC, lib.PRELOAD_ELF_GO)
 
 
 def daemon_env(base):
@@ -70,14 +96,18 @@ def daemon_env(base):
 
 
 class Supervisor:
-    def __init__(self, argv, st, attach="auto"):
+    def __init__(self, argv, st, attach="auto", profile="default"):
         self.argv = argv
         self.state = st
         self.attach = attach
+        self.profile = profile
         self.listener = None
         self.daemon = None
+        self.tracer = None
+        self.trace_listener = None
         self.child = None
         self.daemon_restarts = 0
+        self.tracer_restarts = 0
 
     # -- daemon ------------------------------------------------------------------------------
 
@@ -114,6 +144,57 @@ class Supervisor:
             self.daemon.kill()
         self.daemon.wait()
 
+    # -- tracer ---------------------------------------------------------------------------------
+
+    def _start_tracer(self):
+        fd = self.trace_listener.fileno()
+        cmd = [TRACER, "serve", "--listen-fd", str(fd), "--control-fd", str(self.trace_control_r),
+               "--socket", str(self.state.socket), "--profile", self.profile]
+        self.tracer = subprocess.Popen(cmd, pass_fds=(fd, self.trace_control_r), env=daemon_env(os.environ),
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _open_tracer(self):
+        """The tracer's socket and the tracer; False when this system cannot have one."""
+        if not os.access(TRACER, os.X_OK):
+            warn(f"{TRACER} is missing: static and Go programs will not be observed")
+            return False
+        self.trace_listener = _listen(self.state.trace_socket)
+        self.trace_control_r, self.trace_control_w = os.pipe()
+        self._start_tracer()
+        return True
+
+    def _tracer_exited(self, status):
+        """Its tracees died with it (EXITKILL): nothing runs on with a filter and no tracer. The
+        next programs get a new one; the ones in between are recorded blind by the launcher."""
+        code = _exit_code(status)
+        self.tracer = None
+        if self.child is None:
+            return
+        warn(f"the tracer exited with status {code}; restarting it (traced processes ended with it)")
+        from preload import events
+        from preload.daemon import EventLog
+        log = EventLog(self.state.events)
+        log.add(events.agent_event("preload.tracer", **{"preload.state": "restart",
+                                                        "preload.previous_status": code}))
+        log.close()
+        self.tracer_restarts += 1
+        time.sleep(min(0.1 * 2 ** min(self.tracer_restarts - 1, 5), 3.0))
+        self._start_tracer()
+
+    def _stop_tracer(self):
+        """End of file on its control pipe: it leaves once no traced process is left (its last
+        records then are in the channel before the daemon drains)."""
+        if self.trace_listener is None:
+            return
+        os.close(self.trace_control_w)
+        if self.tracer is not None and _exits_within(self.tracer.pid, TRACER_STOP_SECONDS):
+            self.tracer.wait()
+        self.trace_listener.close()
+        try:
+            self.state.trace_socket.unlink()
+        except OSError:
+            pass
+
     # -- application ----------------------------------------------------------------------------
 
     def _forward(self, signum, frame):
@@ -129,24 +210,28 @@ class Supervisor:
         if any(self.state.spool.iterdir()):
             from preload.daemon import close_previous_run
             close_previous_run(self.state.spool, self.state.previous_events)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sock = self.state.socket
-        if sock.exists() or sock.is_symlink():
-            sock.unlink()
-        self.listener.bind(str(sock))
-        os.chmod(sock, 0o666)  # children that drop privileges report too
-        self.listener.listen(4096)
+        self.listener = _listen(sock)
         self.control_r, self.control_w = os.pipe()
         self._start_daemon()
+        tracing = self.attach in ("auto", "ptrace") and self._open_tracer()
 
         from preload._native import lib
         lib.preload_set_subreaper()  # orphans of the application come to us to be reaped
         for s in FORWARDED:
             signal.signal(s, self._forward)
-        env = os.environ if self.attach == "none" else hooked_env(os.environ, sock)
+        argv, program = self.argv, exe
+        traced = tracing and (self.attach == "ptrace" or needs_tracer(exe))
+        if self.attach == "none":
+            env = os.environ
+        else:
+            env = hooked_env(os.environ, sock, self.state.trace_socket if tracing else None, hook=not traced)
+        if traced:  # the launcher has the tracer seize it, then execs the program in its place
+            # (--handoff: its start is the first record, as for a hooked program)
+            argv, program = [TRACER, "exec", "--handoff", exe, *self.argv], TRACER
         try:
             # its own process group, as tini does: a terminal's ^C reaches it once, not twice
-            proc = subprocess.Popen(self.argv, executable=exe, env=env, close_fds=False,
+            proc = subprocess.Popen(argv, executable=program, env=env, close_fds=False,
                                     restore_signals=True, process_group=0)
         except OSError as e:
             raise CommandError(f"{self.argv[0]}: {e.strerror}", 126 if e.errno == 13 else 127) from None
@@ -154,10 +239,13 @@ class Supervisor:
         _give_terminal(proc.pid)
         # beside the application, not before it: classifying costs tens of milliseconds
         note = threading.Thread(target=self._note_blind_spot, args=(exe,), daemon=True)
-        note.start()
+        if not tracing:
+            note.start()
         status = self._wait_for(proc.pid)
         self.child = None
-        note.join()
+        if not tracing:
+            note.join()
+        self._stop_tracer()
         self._stop_daemon()
         self.listener.close()
         try:
@@ -178,6 +266,9 @@ class Supervisor:
             if self.daemon is not None and reaped == self.daemon.pid:
                 self.daemon.returncode = _exit_code(status)
                 self._daemon_exited(status)
+            elif self.tracer is not None and reaped == self.tracer.pid:
+                self.tracer.returncode = _exit_code(status)
+                self._tracer_exited(status)
 
     def _note_blind_spot(self, exe):
         if self.attach == "none":
@@ -188,14 +279,24 @@ class Supervisor:
         target = elf.classify(exe)
         if target.attach != "ptrace":
             return
-        reason = (f"{target.kind} program: libc hooks cannot see inside it and the ptrace fallback "
-                  f"is not available; its activity is not observed")
+        reason = (f"{target.kind} program: libc hooks cannot see inside it and the tracer is not "
+                  f"in use (--attach {self.attach}); its activity is not observed")
         warn(f"{exe}: {reason}")
         log = EventLog(self.state.events)
         log.add(events.agent_event("preload.blindspot", **{
             "evt.arg.filename": exe, "preload.binary": target.kind, "preload.reason": reason,
             "proc.pid": os.getpid()}))
         log.close()
+
+
+def _listen(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    s.bind(str(path))
+    os.chmod(path, 0o666)  # children that drop privileges report too
+    s.listen(4096)
+    return s
 
 
 def _exits_within(pid, seconds):
@@ -231,6 +332,6 @@ def _exit_code(status):
     return os.waitstatus_to_exitcode(status)
 
 
-def run(argv, state_dir=None, attach="auto"):
+def run(argv, state_dir=None, attach="auto", profile="default"):
     st = state.State(state_dir or state.default_dir())
-    return Supervisor(argv, st, attach).run()
+    return Supervisor(argv, st, attach, profile).run()

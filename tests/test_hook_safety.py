@@ -12,7 +12,9 @@ import pytest
 from preload import wire
 
 HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "csrc", "hook")
-HOOK_SOURCES = sorted(glob.glob(os.path.join(HOOK_DIR, "*.c")))
+# the hook's own files, those it shares with the tracer, and the tracer's
+HOOK_SOURCES = sorted(glob.glob(os.path.join(HOOK_DIR, "*.c")) + glob.glob(os.path.join(HOOK_DIR, "..", "*.c"))
+                      + glob.glob(os.path.join(HOOK_DIR, "..", "trace", "*.c")))
 TRUE = os.path.realpath("/bin/true")
 
 

@@ -150,12 +150,12 @@ def test_daemon_killed_mid_run_leaves_application_unharmed_and_every_record_acco
     assert len(writes) > 200, "records after the restart were delivered"
 
 
-def test_static_program_is_reported_as_blind_spot(tmp_path):
+def test_static_program_with_hook_only_is_reported_as_blind_spot(tmp_path):
     src = tmp_path / "static.c"
     src.write_text('#include <stdio.h>\nint main(void){puts("static"); return 5;}\n')
     exe = tmp_path / "static"
     subprocess.run(["gcc", "-static", "-o", exe, src], check=True)
-    r = preload("run", "--", str(exe), state_dir=tmp_path / "state")
+    r = preload("run", "--attach", "preload", "--", str(exe), state_dir=tmp_path / "state")
     assert (r.returncode, r.stdout) == (5, b"static\n")
     assert b"not observed" in r.stderr
     blind = of_type(events(tmp_path / "state"), "preload.blindspot")
@@ -163,12 +163,12 @@ def test_static_program_is_reported_as_blind_spot(tmp_path):
     assert blind[0]["preload.binary"] == "static"
 
 
-def test_static_child_of_hooked_shell_is_reported_as_blind_spot(tmp_path):
+def test_static_child_of_hooked_shell_with_hook_only_is_reported_as_blind_spot(tmp_path):
     src = tmp_path / "static.c"
     src.write_text("int main(void){return 0;}\n")
     exe = tmp_path / "static"
     subprocess.run(["gcc", "-static", "-o", exe, src], check=True)
-    r = preload("run", "--", "sh", "-c", f"{exe}; true", state_dir=tmp_path / "state")
+    r = preload("run", "--attach", "preload", "--", "sh", "-c", f"{exe}; true", state_dir=tmp_path / "state")
     assert r.returncode == 0
     blind = of_type(events(tmp_path / "state"), "preload.blindspot")
     assert [b["evt.arg.filename"] for b in blind] == [str(exe)]

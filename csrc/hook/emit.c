@@ -311,6 +311,7 @@ static int configure(void)
         memcpy(pl_spooldir, sock, (size_t)(slash - sock));
         strcpy(pl_spooldir + (slash - sock), "/spool");
     }
+    pl_route_init();
     return 1;
 }
 

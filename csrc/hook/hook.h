@@ -13,6 +13,7 @@
 #endif
 
 #include <errno.h>
+#include <spawn.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -76,6 +77,14 @@ void pl_fd_range_lost(unsigned first, unsigned last);
 
 /* The file behind fd, from the kernel (symlinks and .. resolved); -1 when it has no path. */
 int pl_fdpath(int fd, char *out, size_t cap);
+
+/* Mixed trees (route.c): programs the hook cannot enter are started through the tracer's launcher.
+ * pl_exec_traced returns only on failure; fd >= 0 means the program is that fd (fexecve). */
+void pl_route_init(void);
+int pl_route_wanted(int dirfd, const char *path);
+int pl_exec_traced(int fd, const char *path, char *const argv[], char *const envp[]);
+int pl_spawn_traced(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                    const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
 
 /* Aggregation. pl_repeat: 1 when this open (path, result, access mode) repeats one already
  * recorded, and was counted; else 0 with *hash set (0 when the open is always recorded).

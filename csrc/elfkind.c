@@ -1,0 +1,80 @@
+/* elfkind.c: which attachment a program needs, from its ELF headers, fast enough to ask at every
+ * exec (one open, one or two reads). `preload inspect` tells the same story in more detail
+ * (preload/elf.py, pyelftools); this is the decision alone.
+ *
+ * Dynamic programs load the hook. Static ones do not, and Go programs make their own system calls
+ * even when dynamically linked (their ELF notes name the Go toolchain): both need the tracer. A
+ * script is decided by its interpreter, which the caller classifies in turn. */
+#define _GNU_SOURCE
+#include "common.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define HEAD 2048
+
+/* raw system calls: inside the hook, no other hook (ours or another preload's) must run */
+static int sys_openat(int dirfd, const char *path) { return (int)syscall(SYS_openat, dirfd, path, O_RDONLY | O_CLOEXEC); }
+static ssize_t sys_pread(int fd, void *buf, size_t n, off_t off) { return syscall(SYS_pread64, fd, buf, n, off); }
+static void sys_close(int fd) { syscall(SYS_close, fd); }
+
+static int go_note(int fd, const unsigned char *head, ssize_t got, const Elf64_Phdr *ph)
+{
+    unsigned char buf[512];
+    const unsigned char *p;
+    size_t len = ph->p_filesz < sizeof buf ? ph->p_filesz : sizeof buf;
+    if (ph->p_offset + len <= (size_t)got) {
+        p = head + ph->p_offset;
+    } else if (sys_pread(fd, buf, len, (off_t)ph->p_offset) == (ssize_t)len) {
+        p = buf;
+    } else {
+        return 0;
+    }
+    for (size_t at = 0; at + sizeof(Elf64_Nhdr) <= len;) {
+        Elf64_Nhdr n;
+        memcpy(&n, p + at, sizeof n);
+        size_t name_at = at + sizeof n, desc_at = name_at + ((n.n_namesz + 3u) & ~3u);
+        if (n.n_namesz == 3 && name_at + 3 <= len && memcmp(p + name_at, "Go", 3) == 0) return 1;
+        at = desc_at + ((n.n_descsz + 3u) & ~3u);
+    }
+    return 0;
+}
+
+int preload_elf_kind(int dirfd, const char *path, char *interp, size_t cap)
+{
+    unsigned char head[HEAD];
+    int fd = path && *path ? sys_openat(dirfd, path) : (int)syscall(SYS_fcntl, dirfd, F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return PRELOAD_ELF_UNKNOWN;
+    ssize_t got = sys_pread(fd, head, sizeof head, 0);
+    int kind = PRELOAD_ELF_UNKNOWN;
+    if (got >= 2 && head[0] == '#' && head[1] == '!') {
+        /* "#!  /path/to/interp arg": the interpreter's path */
+        ssize_t i = 2, j;
+        while (i < got && (head[i] == ' ' || head[i] == '\t')) i++;
+        for (j = i; j < got && head[j] != ' ' && head[j] != '\t' && head[j] != '\n'; j++) {}
+        if (j > i && (size_t)(j - i) < cap && interp) {
+            memcpy(interp, head + i, (size_t)(j - i));
+            interp[j - i] = 0;
+            kind = PRELOAD_ELF_SCRIPT;
+        }
+    } else if (got >= (ssize_t)sizeof(Elf64_Ehdr) && memcmp(head, ELFMAG, SELFMAG) == 0 &&
+               head[EI_CLASS] == ELFCLASS64) {
+        Elf64_Ehdr eh;
+        memcpy(&eh, head, sizeof eh);
+        int dynamic = 0, go = 0;
+        for (unsigned i = 0; i < eh.e_phnum && eh.e_phentsize == sizeof(Elf64_Phdr); i++) {
+            Elf64_Phdr ph;
+            size_t at = eh.e_phoff + (size_t)i * sizeof ph;
+            if (at + sizeof ph <= (size_t)got) memcpy(&ph, head + at, sizeof ph);
+            else if (sys_pread(fd, &ph, sizeof ph, (off_t)at) != (ssize_t)sizeof ph) break;
+            if (ph.p_type == PT_INTERP) dynamic = 1;
+            else if (ph.p_type == PT_NOTE && !go) go = go_note(fd, head, got, &ph);
+        }
+        kind = go ? PRELOAD_ELF_GO : dynamic ? PRELOAD_ELF_DYNAMIC : PRELOAD_ELF_STATIC;
+    }
+    sys_close(fd);
+    return kind;
+}
