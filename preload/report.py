@@ -35,6 +35,10 @@ Summary keys (stable; scripts rely on them):
     address:port, or the socket path for unix sockets (then `client` is empty).
   - `listeners`: [{`exe`, `l4proto`, `address`, `result`, `bind`, `listen`}]: `bind` and `listen`
     count the calls on that address:port or unix path.
+- `activity`: [{`type`, `exe`, `detail`, `result`, `count`}]: the other watched calls (files
+  removed, renamed, linked or re-moded, privileges changed, sockets, ptrace, memfd_create, mounts,
+  namespaces, kernel modules, io_uring, refused calls of another ABI). `detail` is the path(s) or
+  the main arguments.
 - `loss`:
   - `lost`: records missing from all streams; `streams`: number of streams seen.
   - `streams_with_loss`: [{`stream`, `pid`, `exe`, `lost`, `last_seq`}]. A stream's loss is its
@@ -43,6 +47,7 @@ Summary keys (stable; scripts rely on them):
     refused; they are part of `lost` too).
   - `blindspots`: every `preload.blindspot` event: {`time`, `pid`, `filename`, `reason`, `binary`}.
   - `daemon_restarts`: [{`time`, `gap_seconds`}].
+  - `tracer_restarts`: [{`time`, `previous_status`}]: its traced processes ended with it.
   - `daemon_stats`: the `preload.stats` of every daemon stop, numbers summed key by key.
 """
 import bisect
@@ -56,6 +61,25 @@ import orjson
 OPENS = {"open", "openat", "creat"}
 CONNECTS = {"connect": "connect", "accept": "accept", "accept4": "accept"}
 LISTENS = {"bind", "listen"}
+# CALL events (docs/events.md): what their detail column shows
+ACTIVITY = {
+    "unlink": ("fs.path.name",), "unlinkat": ("fs.path.name",), "chmod": ("fs.path.name", "evt.arg.mode"),
+    "fchmod": ("fd.name", "evt.arg.mode"), "fchmodat": ("fs.path.name", "evt.arg.mode"),
+    "rename": ("fs.path.source", "fs.path.target"), "renameat": ("fs.path.source", "fs.path.target"),
+    "renameat2": ("fs.path.source", "fs.path.target"), "link": ("fs.path.source", "fs.path.target"),
+    "linkat": ("fs.path.source", "fs.path.target"), "symlink": ("fs.path.source", "fs.path.target"),
+    "symlinkat": ("fs.path.source", "fs.path.target"),
+    "setuid": ("evt.arg.uid",), "setgid": ("evt.arg.gid",), "setreuid": ("evt.arg.ruid", "evt.arg.euid"),
+    "setregid": ("evt.arg.rgid", "evt.arg.egid"),
+    "setresuid": ("evt.arg.ruid", "evt.arg.euid", "evt.arg.suid"),
+    "setresgid": ("evt.arg.rgid", "evt.arg.egid", "evt.arg.sgid"), "setgroups": ("evt.arg.size",),
+    "setfsuid": ("evt.arg.uid",), "setfsgid": ("evt.arg.gid",),
+    "socket": ("evt.arg.domain", "fd.l4proto"), "ptrace": ("evt.arg.request", "evt.arg.pid"),
+    "memfd_create": ("evt.arg.name",), "mount": ("evt.arg.dev", "evt.arg.dir", "evt.arg.type"),
+    "umount2": ("evt.arg.name",), "unshare": ("evt.arg.flags",), "setns": ("fd.name",),
+    "init_module": ("evt.arg.uargs",), "finit_module": ("fd.name",), "io_uring_setup": ("evt.arg.entries",),
+    "preload.foreign_syscall": ("evt.arg.nr",),
+}
 # Calls whose child is a new pid: the start that completes them comes from a child of the caller.
 SPAWNS = {"posix_spawn", "posix_spawnp", "system", "popen"}
 BAD_EXAMPLES = 5
@@ -222,6 +246,8 @@ class Log:
         self.failed_sends = 0
         self.blindspots = []
         self.restarts = []
+        self.tracer_restarts = []
+        self.activity = Counter()      # (type, exe, detail, result)
         self.daemon_stats = {}
 
     def _read(self, path):
@@ -281,6 +307,11 @@ class Log:
             self.listeners.setdefault(key, Counter())[typ] += 1
         elif typ == "execve":
             self._exec(ev, f, n, pid, exe)
+        elif typ in ACTIVITY:
+            detail = " ".join(_str(ev.get(k)) for k in ACTIVITY[typ] if ev.get(k) not in (None, ""))
+            self.activity[(typ, exe, detail, _str(ev.get("evt.res")))] += 1
+        elif typ == "preload.tracer":
+            self.tracer_restarts.append({"time": _str(t), "previous_status": ev.get("preload.previous_status")})
         elif typ == "preload.end":
             self.failed_sends += max(_int(ev.get("preload.failed_sends")) or 0, 0)
         elif typ == "preload.blindspot":
@@ -384,6 +415,8 @@ def summarize(log):
                                bind=calls["bind"], listen=calls["listen"])
                           for k, calls in sorted(log.listeners.items())],
         },
+        "activity": [dict(zip(("type", "exe", "detail", "result"), k), count=c)
+                     for k, c in sorted(log.activity.items(), key=_by_count)],
         "loss": {
             "lost": sum(s["lost"] for s in streams_with_loss),
             "streams": len(log.streams),
@@ -391,6 +424,7 @@ def summarize(log):
             "failed_sends": log.failed_sends,
             "blindspots": log.blindspots,
             "daemon_restarts": log.restarts,
+            "tracer_restarts": log.tracer_restarts,
             "daemon_stats": log.daemon_stats,
         },
     }
@@ -484,6 +518,11 @@ def render_text(summary):
     if not net["connections"] and not net["listeners"]:
         out.append("  (none)")
 
+    if s["activity"]:
+        out += ["", "Other activity"] + _capped(
+            [f"  {a['count']:>7}  {a['type']:<13} {a['exe']}  {a['detail']}  {a['result']}"
+             for a in s["activity"]])
+
     loss = s["loss"]
     out += ["", "Loss and blind spots",
             f"  Records lost: {loss['lost']}"
@@ -498,6 +537,8 @@ def render_text(summary):
     out.append(f"  Daemon restarts: {len(loss['daemon_restarts'])}")
     out += _capped([f"    {r['time']}  no daemon for {r['gap_seconds']} s"
                     for r in loss["daemon_restarts"]])
+    if loss["tracer_restarts"]:
+        out.append(f"  Tracer restarts: {len(loss['tracer_restarts'])} (its traced processes ended with it)")
     if loss["daemon_stats"]:
         out.append("  Daemon stats: " + _stats_text(loss["daemon_stats"]))
     return "\n".join(map(_safe, out)) + "\n"
