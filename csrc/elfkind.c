@@ -14,7 +14,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define HEAD 2048
+/* hooks run on small stacks (threads', signal handlers'): buffers stay small, files are read in chunks */
+#define HEAD 1024
+#define CHUNK 1024
 
 /* raw system calls: inside the hook, no other hook (ours or another preload's) must run */
 static int sys_openat(int dirfd, const char *path) { return (int)syscall(SYS_openat, dirfd, path, O_RDONLY | O_CLOEXEC); }
@@ -23,7 +25,7 @@ static void sys_close(int fd) { syscall(SYS_close, fd); }
 
 static int go_note(int fd, const unsigned char *head, ssize_t got, const Elf64_Phdr *ph)
 {
-    unsigned char buf[512];
+    unsigned char buf[256];
     const unsigned char *p;
     size_t len = ph->p_filesz < sizeof buf ? ph->p_filesz : sizeof buf;
     if (ph->p_offset + len <= (size_t)got) {
@@ -41,6 +43,36 @@ static int go_note(int fd, const unsigned char *head, ssize_t got, const Elf64_P
         at = desc_at + ((n.n_descsz + 3u) & ~3u);
     }
     return 0;
+}
+
+/* A dynamic program built by Go's external linker (cgo) has no Go note: its section names say Go,
+ * or, when section headers were stripped, the build-info magic near the start of its first
+ * writable segment does (where Go's debug/buildinfo looks). */
+static int file_has(int fd, uint64_t off, uint64_t len, const char *needle, size_t n)
+{
+    char buf[CHUNK];
+    for (uint64_t at = 0; at < len; at += CHUNK - n) {
+        size_t want = len - at < CHUNK ? (size_t)(len - at) : CHUNK;
+        ssize_t got = sys_pread(fd, buf, want, (off_t)(off + at));
+        if (got <= 0) return 0;
+        if (memmem(buf, (size_t)got, needle, n)) return 1;
+        if ((size_t)got < want || want < CHUNK) return 0;
+    }
+    return 0;
+}
+
+static int go_sections(int fd, const Elf64_Ehdr *eh, const Elf64_Phdr *rw)
+{
+    if (eh->e_shnum && eh->e_shentsize == sizeof(Elf64_Shdr) && eh->e_shstrndx < eh->e_shnum) {
+        Elf64_Shdr names;
+        off_t at = (off_t)(eh->e_shoff + (uint64_t)eh->e_shstrndx * sizeof names);
+        if (sys_pread(fd, &names, sizeof names, at) != (ssize_t)sizeof names) return 0;
+        uint64_t len = names.sh_size < 65536 ? names.sh_size : 65536;
+        return file_has(fd, names.sh_offset, len, ".go.buildinfo", sizeof ".go.buildinfo") ||
+               file_has(fd, names.sh_offset, len, ".note.go.buildid", sizeof ".note.go.buildid");
+    }
+    static const char magic[] = "\xff Go buildinf:";
+    return rw && file_has(fd, rw->p_offset, rw->p_filesz < 65536 ? rw->p_filesz : 65536, magic, sizeof magic - 1);
 }
 
 int preload_elf_kind(int dirfd, const char *path, char *interp, size_t cap)
@@ -64,7 +96,8 @@ int preload_elf_kind(int dirfd, const char *path, char *interp, size_t cap)
                head[EI_CLASS] == ELFCLASS64) {
         Elf64_Ehdr eh;
         memcpy(&eh, head, sizeof eh);
-        int dynamic = 0, go = 0;
+        int dynamic = 0, go = 0, have_rw = 0;
+        Elf64_Phdr rw;
         for (unsigned i = 0; i < eh.e_phnum && eh.e_phentsize == sizeof(Elf64_Phdr); i++) {
             Elf64_Phdr ph;
             size_t at = eh.e_phoff + (size_t)i * sizeof ph;
@@ -72,7 +105,13 @@ int preload_elf_kind(int dirfd, const char *path, char *interp, size_t cap)
             else if (sys_pread(fd, &ph, sizeof ph, (off_t)at) != (ssize_t)sizeof ph) break;
             if (ph.p_type == PT_INTERP) dynamic = 1;
             else if (ph.p_type == PT_NOTE && !go) go = go_note(fd, head, got, &ph);
+            else if (ph.p_type == PT_LOAD && !have_rw && (ph.p_flags & (PF_W | PF_X)) == PF_W) {
+                rw = ph;
+                have_rw = 1;
+            }
         }
+        /* a static program is traced whatever its language: only a dynamic one needs a closer look */
+        if (dynamic && !go) go = go_sections(fd, &eh, have_rw ? &rw : NULL);
         kind = go ? PRELOAD_ELF_GO : dynamic ? PRELOAD_ELF_DYNAMIC : PRELOAD_ELF_STATIC;
     }
     sys_close(fd);

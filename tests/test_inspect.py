@@ -300,3 +300,21 @@ def test_format_text_prints_one_aligned_line_per_target(tmp_path):
         assert line[kind_column:].startswith(t.kind + " ")
         assert line[attach_column:].startswith(t.attach + " ")
         assert line.endswith(t.reason)
+
+
+def test_exec_time_decision_agrees_with_inspect(tmp_path, go_programs):
+    """The hook and `preload run` decide from the ELF headers in C (csrc/elfkind.c) at every exec;
+    they must choose the attachment that `preload inspect` explains."""
+    from preload.supervisor import needs_tracer
+
+    static = _program(tmp_path, "static", "-static")
+    targets = [
+        _program(tmp_path, "dynamic"), static, _program(tmp_path, "static-pie", "-static-pie"),
+        _program(tmp_path, "musl-static", "-static", compiler=("musl-gcc", "musl-tools")),
+        _program(tmp_path, "musl-dynamic", compiler=("musl-gcc", "musl-tools")),
+        *go_programs.values(),
+        _script(tmp_path, "by-sh", "#!/bin/sh\necho hi\n"),
+        _script(tmp_path, "by-static", f"#!{static}\n"),
+    ]
+    for target in targets:
+        assert needs_tracer(target) == (classify(target).attach == "ptrace"), target

@@ -30,7 +30,7 @@ void pl_route_init(void)
 int pl_route_wanted(int dirfd, const char *path)
 {
     if (!launcher[0] || !pl_enabled) return 0;
-    char interp[PATH_MAX];
+    char interp[256]; /* a longer interpreter path is left to the kernel (which allows 255) */
     int kind = preload_elf_kind(dirfd, path, interp, sizeof interp);
     if (kind == PRELOAD_ELF_SCRIPT) kind = preload_elf_kind(AT_FDCWD, interp, NULL, 0);
     return kind == PRELOAD_ELF_STATIC || kind == PRELOAD_ELF_GO;

@@ -121,6 +121,12 @@ static void task_gone(struct task *t)
     task_remove(t);
 }
 
+static void forget_all(void)
+{
+    for (unsigned b = 0; b < BUCKETS; b++)
+        while (tasks[b]) task_gone(tasks[b]);
+}
+
 /* ---- requests ---- */
 
 struct pending {
@@ -322,7 +328,8 @@ int pl_serve(int argc, char **argv)
         if (pid > 0) {
             handle(pid, st);
         } else if (errno == ECHILD) {
-            pause(); /* nothing traced: until a request, or the end */
+            forget_all(); /* the kernel has no tracee for us: whatever the table holds is gone */
+            pause();      /* nothing traced: until a request, or the end */
         }
     }
     for (int i = 0; i < 100 && out_pending(); i++) { /* the last records: give the daemon 1 s */
