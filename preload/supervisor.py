@@ -106,6 +106,7 @@ class Supervisor:
         self.tracer = None
         self.trace_listener = None
         self.child = None
+        self._early_signals = []
         self.daemon_restarts = 0
         self.tracer_restarts = 0
 
@@ -163,20 +164,24 @@ class Supervisor:
         self._start_tracer()
         return True
 
+    def _tracer_died(self, code, restart):
+        what = "restarting it" if restart else "the application had ended with it"
+        warn(f"the tracer exited with status {code}; {what} (traced processes end with it)")
+        from preload import events
+        from preload.daemon import EventLog
+        log = EventLog(self.state.events)
+        log.add(events.agent_event("preload.tracer", **{"preload.state": "restart" if restart else "died",
+                                                        "preload.previous_status": code}))
+        log.close()
+
     def _tracer_exited(self, status):
         """Its tracees died with it (EXITKILL): nothing runs on with a filter and no tracer. The
         next programs get a new one; the ones in between are recorded blind by the launcher."""
         code = _exit_code(status)
         self.tracer = None
-        if self.child is None:
+        if self.child is None:  # stopping: _stop_tracer reports it
             return
-        warn(f"the tracer exited with status {code}; restarting it (traced processes ended with it)")
-        from preload import events
-        from preload.daemon import EventLog
-        log = EventLog(self.state.events)
-        log.add(events.agent_event("preload.tracer", **{"preload.state": "restart",
-                                                        "preload.previous_status": code}))
-        log.close()
+        self._tracer_died(code, restart=True)
         self.tracer_restarts += 1
         time.sleep(min(0.1 * 2 ** min(self.tracer_restarts - 1, 5), 3.0))
         self._start_tracer()
@@ -188,7 +193,11 @@ class Supervisor:
             return
         os.close(self.trace_control_w)
         if self.tracer is not None and _exits_within(self.tracer.pid, TRACER_STOP_SECONDS):
-            self.tracer.wait()
+            # it may have died before the application, which the kernel then killed with it,
+            # and the application's end was reaped first
+            rc = self.tracer.wait()  # Popen's convention: -N when killed by signal N
+            if rc != 0:
+                self._tracer_died(128 - rc if rc < 0 else rc, restart=False)
         self.trace_listener.close()
         try:
             self.state.trace_socket.unlink()
@@ -198,11 +207,20 @@ class Supervisor:
     # -- application ----------------------------------------------------------------------------
 
     def _forward(self, signum, frame):
-        if self.child is not None:
-            try:
-                os.kill(self.child, signum)
-            except ProcessLookupError:
-                pass
+        if self.child is None:  # not started yet, or its pid not recorded yet: it gets it then
+            self._early_signals.append(signum)
+            return
+        try:
+            os.kill(self.child, signum)
+        except ProcessLookupError:
+            pass
+
+    def _started(self, pid):
+        """From now on signals go straight to the application; those that came before follow."""
+        self.child = pid
+        early, self._early_signals = self._early_signals, []
+        for signum in early:
+            self._forward(signum, None)
 
     def run(self):
         exe = resolve_command(self.argv[0], os.environ.get("PATH"))
@@ -235,7 +253,7 @@ class Supervisor:
                                     restore_signals=True, process_group=0)
         except OSError as e:
             raise CommandError(f"{self.argv[0]}: {e.strerror}", 126 if e.errno == 13 else 127) from None
-        self.child = proc.pid
+        self._started(proc.pid)
         _give_terminal(proc.pid)
         # beside the application, not before it: classifying costs tens of milliseconds
         note = threading.Thread(target=self._note_blind_spot, args=(exe,), daemon=True)
