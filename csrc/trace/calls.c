@@ -138,7 +138,7 @@ static void rec_begin(struct pl_rec *r, unsigned kind, const void *body, size_t 
     pl_rec_begin(r, rec_buf, sizeof rec_buf, kind, PRELOAD_SRC_PTRACE, body, len);
 }
 
-/* argv from the tracee: an array of pointers ending with NULL */
+/* argv from the tracee (an array of pointers ending with NULL), as record strings */
 static uint32_t put_argv(struct pl_rec *r, pid_t pid, uint64_t argv)
 {
     uint32_t n = 0;
@@ -151,6 +151,17 @@ static uint32_t put_argv(struct pl_rec *r, pid_t pid, uint64_t argv)
     }
     if (argv) r->truncated = 1;
     return n;
+}
+
+/* The exec's argv, kept for the start record of the image it makes: read now, while the old
+ * image's memory holds it, instead of from /proc while the new image waits. */
+static void keep_argv(struct task *t, const char *strings, size_t len, uint32_t argc)
+{
+    free(t->argv);
+    t->argv = malloc(len ? len : 1);
+    t->argv_len = t->argv ? len : 0;
+    t->argc = t->argv ? argc : 0;
+    if (t->argv) memcpy(t->argv, strings, len);
 }
 
 static void send_exec(struct task *t, const struct call *c, unsigned phase, int res)
@@ -171,9 +182,11 @@ static void send_exec(struct task *t, const struct call *c, unsigned phase, int 
     struct pl_rec r;
     rec_begin(&r, PRELOAD_REC_EXEC, &e, sizeof e);
     pl_rec_str(&r, path);
+    size_t argv_at = r.len;
     uint32_t argc = put_argv(&r, pid, t->args[at + 1]);
     ((struct preload_exec *)(r.buf + sizeof(struct preload_hdr)))->argc = argc;
-    out_send(t->proc, &r);
+    if (phase == PRELOAD_EXEC_ATTEMPT) keep_argv(t, r.buf + argv_at, r.len - argv_at, argc);
+    if (!t->handoff) out_send(t->proc, &r); /* a handoff: the hook recorded this exec already */
 }
 
 /* ---- repeated opens: counted per process, like the hook does ---- */
@@ -430,8 +443,8 @@ void calls_entry(struct task *t, const void *info)
     const struct call *c = &pl_calls[i];
     memcpy(t->args, si->seccomp.args, sizeof t->args);
     if (c->kind == K_EXEC) {
-        if (t->handoff) t->handoff = 0; /* the hook recorded this exec in the program that asked */
-        else send_exec(t, c, PRELOAD_EXEC_ATTEMPT, 0);
+        send_exec(t, c, PRELOAD_EXEC_ATTEMPT, 0);
+        t->handoff = 0;
     } else if (c->kind == K_OPEN && open_repeat(t, c)) {
         ptrace(PTRACE_CONT, t->tid, 0, 0);
         return;
@@ -454,21 +467,24 @@ void calls_exit(struct task *t, const void *info)
     case K_EXEC: if (res < 0) send_exec(t, c, PRELOAD_EXEC_FAILED, res); break;
     case K_OPEN: send_open(t, c, res); break;
     case K_NET: send_net(t, c, res); break;
-    case K_CALL: send_call(t, c->api, res); break;
+    case K_CALL:
+        send_call(t, c->api, res);
+        if (res == 0 && c->api >= PRELOAD_API_SETUID && c->api <= PRELOAD_API_SETFSGID) {
+            pid_t tgid;
+            struct proc st = *t->proc;
+            if (pl_task_status(t->proc->tgid, &tgid, &st) == 0) /* the new credentials */
+                t->proc->uid = st.uid, t->proc->euid = st.euid, t->proc->gid = st.gid, t->proc->egid = st.egid;
+        }
+        break;
     }
 }
 
-static void send_start(struct proc *p)
+static void send_start(struct task *t)
 {
-    char buf[REC_CAP], link[64], line[256];
-    struct preload_start s = {.attach = PRELOAD_SRC_PTRACE};
-    snprintf(link, sizeof link, "/proc/%d/status", p->tgid);
-    FILE *f = fopen(link, "re");
-    while (f && fgets(line, sizeof line, f)) {
-        if (!strncmp(line, "Uid:", 4)) sscanf(line + 4, "%u %u", &s.uid, &s.euid);
-        else if (!strncmp(line, "Gid:", 4)) sscanf(line + 4, "%u %u", &s.gid, &s.egid);
-    }
-    if (f) fclose(f);
+    struct proc *p = t->proc;
+    char buf[REC_CAP], link[64];
+    struct preload_start s = {.uid = p->uid, .euid = p->euid, .gid = p->gid, .egid = p->egid,
+                              .attach = PRELOAD_SRC_PTRACE};
     struct pl_rec r;
     pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_START, PRELOAD_SRC_PTRACE, &s, sizeof s);
     for (const char *what = "exe"; what; what = strcmp(what, "exe") ? NULL : "cwd") {
@@ -477,32 +493,31 @@ static void send_start(struct proc *p)
         r.buf[r.len + (n > 0 ? n : 0)] = 0;
         pl_rec_adopt(&r);
     }
-    snprintf(link, sizeof link, "/proc/%d/cmdline", p->tgid);
-    FILE *c = fopen(link, "re");
-    char args[REC_CAP / 2];
-    size_t got = c ? fread(args, 1, sizeof args - 1, c) : 0;
-    if (c) fclose(c);
-    args[got] = 0;
     uint32_t argc = 0;
-    for (size_t at = 0; at < got && r.len < r.cap - 1; argc++) {
-        pl_rec_str(&r, args + at);
-        at += strlen(args + at) + 1;
+    for (size_t at = 0; at < t->argv_len && argc < t->argc; argc++) {
+        pl_rec_str(&r, t->argv + at);
+        at += strlen(t->argv + at) + 1;
     }
-    if (got == sizeof args - 1) r.truncated = 1;
     ((struct preload_start *)(r.buf + sizeof(struct preload_hdr)))->argc = argc;
+    free(t->argv);
+    t->argv = NULL;
+    t->argv_len = t->argc = 0;
     out_send(p, &r);
 }
 
+/* The process has a new image: the old one's counts are due, the new one starts a stream (the
+ * old stream ends here without an END record, as a hooked image's does at exec). */
 void calls_exec(struct task *t)
 {
     struct proc *p = t->proc;
-    out_end(p);
+    t->handoff = 0;
+    calls_flush_counts(p);
     free(p->seen);
     p->seen = NULL;
     p->stream = pl_stream_id(p->tgid);
-    p->seq = p->failed = 0;
+    p->seq = 0;
     t->await = -1;
-    send_start(p);
+    send_start(t);
 }
 
 uint64_t pl_stream_id(pid_t pid)

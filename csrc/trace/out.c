@@ -1,6 +1,8 @@
-/* out.c: the tracer's channel to the daemon. The tracer must never stall its tracees on the
- * daemon: a record the socket will not take now waits in a bounded queue, in order; beyond the
- * bound it is dropped, and its stream shows the gap (seq) and counts it (END). */
+/* out.c: the tracer's channel to the daemon. Records are gathered while tracees wait for us and
+ * sent when the tracer has nothing else to do, many in one sendmmsg: a stopped program is resumed
+ * first, and the daemon is woken once per round instead of once per record. The tracer must never
+ * stall its tracees on the daemon: what the socket will not take now waits in a bounded queue, in
+ * order; beyond the bound it is dropped, and its stream shows the gap (seq) and counts it (END). */
 #include "trace.h"
 
 #include <errno.h>
@@ -11,7 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BATCH_BYTES (256u << 10)
+#define BATCH_RECORDS 256
 #define QUEUE_MAX (16u << 20)
+#define OUT_DELAY_NS 10000000ULL /* a record waits at most this long (plus a wakeup) for company */
 
 struct queued {
     struct queued *next;
@@ -21,7 +26,12 @@ struct queued {
 
 static struct sockaddr_un addr;
 static int fd = -1;
-static struct queued *head, *tail;
+static char batch[BATCH_BYTES];
+static size_t batch_len;
+static struct mmsghdr msgs[BATCH_RECORDS];
+static struct iovec iov[BATCH_RECORDS];
+static unsigned nbatch;
+static struct queued *head, *tail; /* what the socket refused, oldest first */
 static size_t queued_bytes;
 
 void out_init(const char *socket_path)
@@ -46,20 +56,43 @@ static int connected(void)
     return 1;
 }
 
-/* 1 sent, 0 try later, -1 never (the daemon went away: the next call reconnects) */
-static int try_send(const void *buf, size_t len)
+/* Sends up to n messages; returns how many went. A dead daemon: reconnect (a restarted one
+ * listens on the socket the supervisor keeps) and try once more. */
+static unsigned send_some(struct mmsghdr *m, unsigned n)
 {
-    if (!connected()) return 0;
-    if (send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len) return 1;
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return 0;
-    close(fd);
-    fd = -1;
-    return connected() && send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len;
+    for (int attempt = 0; attempt < 2 && n; attempt++) {
+        if (!connected()) return 0;
+        int sent = sendmmsg(fd, m, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sent >= 0) return (unsigned)sent;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return 0;
+        close(fd);
+        fd = -1;
+    }
+    return 0;
 }
 
-void out_flush(void)
+static void enqueue(const char *data, size_t len)
 {
-    while (head && try_send(head->data, head->len) == 1) {
+    struct queued *q;
+    if (queued_bytes + len > QUEUE_MAX || !(q = malloc(sizeof *q + len)))
+        return; /* dropped: its stream's seq has a gap, which the report counts as lost */
+    q->next = NULL;
+    q->len = len;
+    memcpy(q->data, data, len);
+    if (tail) tail->next = q;
+    else head = q;
+    tail = q;
+    queued_bytes += len;
+}
+
+static void flush_queue(void)
+{
+    while (head) {
+        struct mmsghdr m = {0};
+        struct iovec v = {head->data, head->len};
+        m.msg_hdr.msg_iov = &v;
+        m.msg_hdr.msg_iovlen = 1;
+        if (send_some(&m, 1) != 1) return;
         struct queued *q = head;
         head = q->next;
         if (!head) tail = NULL;
@@ -68,7 +101,29 @@ void out_flush(void)
     }
 }
 
-int out_pending(void) { return head != NULL; }
+void out_flush(void)
+{
+    flush_queue();
+    unsigned sent = head ? 0 : send_some(msgs, nbatch); /* never ahead of older records */
+    for (unsigned i = sent; i < nbatch; i++) enqueue(iov[i].iov_base, iov[i].iov_len);
+    nbatch = 0;
+    batch_len = 0;
+}
+
+int out_pending(void) { return head != NULL || nbatch != 0; }
+
+/* Worth a send now: enough records to fill a daemon's round, or the oldest has waited long enough.
+ * Each send wakes the daemon, whose CPU time a busy program on a small machine would miss. */
+int out_due(void)
+{
+    if (head) return 1;
+    if (!nbatch) return 0;
+    if (nbatch >= 64) return 1;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    const struct preload_hdr *h = (const struct preload_hdr *)batch;
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec - h->time_ns > OUT_DELAY_NS;
+}
 
 void out_send(struct proc *p, struct pl_rec *r)
 {
@@ -81,27 +136,23 @@ void out_send(struct proc *p, struct pl_rec *r)
     h->stream = p->stream;
     h->seq = ++p->seq;
     h->time_ns = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-    if (head) out_flush();
-    if (!head && try_send(r->buf, r->len) == 1) return;
-    struct queued *q;
-    if (queued_bytes + r->len > QUEUE_MAX || !(q = malloc(sizeof *q + r->len))) {
-        p->failed++;
-        return;
-    }
-    q->next = NULL;
-    q->len = r->len;
-    memcpy(q->data, r->buf, r->len);
-    if (tail) tail->next = q;
-    else head = q;
-    tail = q;
-    queued_bytes += r->len;
+    if (nbatch == BATCH_RECORDS || batch_len + r->len > sizeof batch) out_flush();
+    memcpy(batch + batch_len, r->buf, r->len);
+    iov[nbatch] = (struct iovec){batch + batch_len, r->len};
+    memset(&msgs[nbatch], 0, sizeof msgs[nbatch]);
+    msgs[nbatch].msg_hdr.msg_iov = &iov[nbatch];
+    msgs[nbatch].msg_hdr.msg_iovlen = 1;
+    nbatch++;
+    batch_len += r->len;
 }
 
 void out_end(struct proc *p)
 {
     calls_flush_counts(p);
     if (!p->seq) return; /* nothing was said on this stream: nothing to close */
-    struct preload_end e = {PRELOAD_END_EXIT, p->failed};
+    /* failed_sends stays 0: a record dropped here may belong to a stream that has ended already;
+     * every drop is a gap in its stream's seq, counted as lost all the same */
+    struct preload_end e = {PRELOAD_END_EXIT, 0};
     char buf[sizeof(struct preload_hdr) + sizeof e];
     struct pl_rec r;
     pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_END, PRELOAD_SRC_PTRACE, &e, sizeof e);

@@ -91,28 +91,49 @@ static void task_remove(struct task *t)
     }
     ntasks--;
     proc_unref(t->proc);
+    free(t->argv);
     free(t);
 }
 
-/* A task we have not met: a new child whose first stop came before its parent's event. */
+/* Children announced by their parent's fork event before their first stop: who their parent is,
+ * so that the first stop needs no look at /proc. A bounded ring: a stale hint is only overwritten. */
+#define HINTS 64
+static struct {
+    pid_t tid;
+    struct proc from; /* the parent's process: ppid and credentials to inherit */
+} hints[HINTS];
+static unsigned next_hint;
+
+/* A task at its first stop (or one we lost track of): a new process, or a thread of a known one. */
 static struct task *adopt(pid_t tid)
 {
-    pid_t tgid = tid, ppid = 0;
-    pl_task_ids(tid, &tgid, &ppid);
+    for (unsigned i = 0; i < HINTS; i++) {
+        if (hints[i].tid != tid) continue;
+        hints[i].tid = 0;
+        struct proc *p = proc_new(tid, hints[i].from.tgid);
+        if (!p) return NULL;
+        p->uid = hints[i].from.uid, p->euid = hints[i].from.euid;
+        p->gid = hints[i].from.gid, p->egid = hints[i].from.egid;
+        return task_new(tid, p);
+    }
+    struct proc st = {0};
+    pid_t tgid = tid;
+    pl_task_status(tid, &tgid, &st);
     struct task *leader = tgid != tid ? find(tgid) : NULL;
-    struct proc *p = leader ? leader->proc : proc_new(tgid, ppid);
-    return p ? task_new(tid, p) : NULL;
+    struct proc *p = leader ? leader->proc : proc_new(tgid, st.ppid);
+    if (!p) return NULL;
+    if (!leader) p->uid = st.uid, p->euid = st.euid, p->gid = st.gid, p->egid = st.egid;
+    return task_new(tid, p);
 }
 
+/* The parent's side of fork and vfork. Only a hint: the child is registered at its own first
+ * stop, which may come before this event or after, or never (killed at once). */
 static void child_born(struct task *parent, pid_t child, int event)
 {
-    if (find(child)) return;
-    if (event == PTRACE_EVENT_CLONE || !parent) { /* a thread, or a process: /proc says */
-        adopt(child);
-        return;
-    }
-    struct proc *p = proc_new(child, parent->proc->tgid);
-    if (p) task_new(child, p);
+    if (!parent || event == PTRACE_EVENT_CLONE || find(child)) return; /* threads: /proc says */
+    hints[next_hint].tid = child;
+    hints[next_hint].from = *parent->proc;
+    next_hint = (next_hint + 1) % HINTS;
 }
 
 static void task_gone(struct task *t)
@@ -195,10 +216,12 @@ static int serve_one(struct pending *q)
     struct task *t = find(tid);
     if (!t) {
         if (ptrace(PTRACE_SEIZE, tid, 0, OPTIONS) != 0) return errno;
-        pid_t tgid = q->pid, ppid = 0;
-        pl_task_ids(q->pid, &tgid, &ppid);
-        struct proc *p = proc_new(q->pid, ppid);
+        struct proc st = {0};
+        pid_t tgid = q->pid;
+        pl_task_status(q->pid, &tgid, &st);
+        struct proc *p = proc_new(q->pid, st.ppid);
         if (!p || !(t = task_new(tid, p))) return ENOMEM;
+        p->uid = st.uid, p->euid = st.euid, p->gid = st.gid, p->egid = st.egid;
     }
     t->handoff = (q->req.flags & REQ_HANDOFF) != 0;
     return 0;
@@ -244,6 +267,11 @@ static void handle(pid_t pid, int st)
         ptrace(PTRACE_GETEVENTMSG, pid, 0, &msg);
         if ((pid_t)msg != pid) { /* a non-leader thread exec'd: it has taken the leader's pid */
             struct task *former = find((pid_t)msg);
+            if (former && t) { /* what it kept for the start record */
+                free(t->argv);
+                t->argv = former->argv, t->argv_len = former->argv_len, t->argc = former->argc;
+                former->argv = NULL;
+            }
             if (former) task_remove(former);
         }
         if (t) calls_exec(t);
@@ -321,16 +349,20 @@ int pl_serve(int argc, char **argv)
 
     for (;;) {
         serve_requests();
-        out_flush();
-        if (done && ntasks == 0) break;
         int st;
-        pid_t pid = waitpid(-1, &st, __WALL);
-        if (pid > 0) {
-            handle(pid, st);
-        } else if (errno == ECHILD) {
-            forget_all(); /* the kernel has no tracee for us: whatever the table holds is gone */
-            pause();      /* nothing traced: until a request, or the end */
+        pid_t pid = waitpid(-1, &st, __WALL | WNOHANG);
+        if (pid <= 0) { /* nothing to do right now: the records of this round go, in one call */
+            int none = pid < 0 && errno == ECHILD;
+            if (none) forget_all(); /* the kernel has no tracee for us: the table's are gone */
+            if (none || done || out_due()) out_flush();
+            if (none && done) break;
+            if (none) {
+                pause(); /* nothing traced: until a request, or the end */
+                continue;
+            }
+            pid = waitpid(-1, &st, __WALL);
         }
+        if (pid > 0) handle(pid, st);
     }
     for (int i = 0; i < 100 && out_pending(); i++) { /* the last records: give the daemon 1 s */
         usleep(10000);

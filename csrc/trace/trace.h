@@ -59,8 +59,9 @@ struct trace_reply {
 /* one process image being traced */
 struct proc {
     pid_t tgid, ppid;
+    uint32_t uid, euid, gid, egid; /* kept up to date: read at attach, inherited, re-read after set*id */
     uint64_t stream;
-    uint32_t seq, failed;
+    uint32_t seq;
     int pidfd;
     struct seen *seen; /* repeated opens, counted instead of stopped for (lazily allocated) */
     uint64_t unsent;   /* repeats not yet sent as COUNTS */
@@ -74,6 +75,9 @@ struct task {
     int handoff;         /* the next execve is the launcher's: the hook recorded it */
     uint64_t args[6];
     uint64_t key;        /* opens: the entry's repeat key */
+    char *argv;          /* execve: the new image's argv, NUL-separated, for its start record */
+    size_t argv_len;
+    uint32_t argc;
     char path[PATH_MAX]; /* opens: the path as the program gave it */
     struct task *next;
 };
@@ -86,8 +90,8 @@ ssize_t pl_peek_str(pid_t pid, uint64_t addr, char *out, size_t cap);
 void pl_tracee_abspath(pid_t pid, int dirfd, const char *path, char *out, size_t cap);
 /* The file behind the tracee's fd; -1 when it has none. */
 int pl_tracee_fdpath(pid_t pid, int fd, char *out, size_t cap);
-/* Tgid and PPid of a task, from /proc; 0 on success. */
-int pl_task_ids(pid_t tid, pid_t *tgid, pid_t *ppid);
+/* Tgid, PPid and credentials of a task, from /proc; 0 on success. */
+int pl_task_status(pid_t tid, pid_t *tgid, struct proc *creds_and_ppid);
 /* A copy of the tracee's fd in this process (pidfd_getfd), or -1. */
 int pl_tracee_fd(struct proc *p, int fd);
 
@@ -96,6 +100,7 @@ void out_init(const char *socket_path);
 void out_send(struct proc *p, struct pl_rec *r);
 void out_flush(void);
 int out_pending(void);
+int out_due(void);
 void out_end(struct proc *p); /* COUNTS still due, then END: the stream is closed */
 
 /* calls.c: what a stop means */

@@ -69,19 +69,21 @@ void pl_tracee_abspath(pid_t pid, int dirfd, const char *path, char *out, size_t
     pl_normalize(out);
 }
 
-int pl_task_ids(pid_t tid, pid_t *tgid, pid_t *ppid)
+int pl_task_status(pid_t tid, pid_t *tgid, struct proc *p)
 {
     char path[64], line[128];
     snprintf(path, sizeof path, "/proc/%d/status", tid);
     FILE *f = fopen(path, "re");
     if (!f) return -1;
     int found = 0;
-    while (found != 3 && fgets(line, sizeof line, f)) {
+    while (found != 15 && fgets(line, sizeof line, f)) {
         if (!strncmp(line, "Tgid:", 5) && sscanf(line + 5, "%d", tgid) == 1) found |= 1;
-        else if (!strncmp(line, "PPid:", 5) && sscanf(line + 5, "%d", ppid) == 1) found |= 2;
+        else if (!strncmp(line, "PPid:", 5) && sscanf(line + 5, "%d", &p->ppid) == 1) found |= 2;
+        else if (!strncmp(line, "Uid:", 4) && sscanf(line + 4, "%u %u", &p->uid, &p->euid) == 2) found |= 4;
+        else if (!strncmp(line, "Gid:", 4) && sscanf(line + 4, "%u %u", &p->gid, &p->egid) == 2) found |= 8;
     }
     fclose(f);
-    return found == 3 ? 0 : -1;
+    return found == 15 ? 0 : -1;
 }
 
 int pl_tracee_fd(struct proc *p, int fd)
