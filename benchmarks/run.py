@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """preload benchmarks: what the agent costs the application, and what the daemon can take.
 
-    python3 benchmarks/run.py [--quick] [--reps N] [--json FILE] [--only 1,2,3,4]
+    python3 benchmarks/run.py [--quick] [--reps N] [--json FILE] [--only 1,2,3,4,6,7,8]
 
 Figures (see benchmarks/README.md for what each one means and how it is measured):
   1 file-heavy   200,000 open+close of one read-only file
@@ -10,8 +10,11 @@ Figures (see benchmarks/README.md for what each one means and how it is measured
   4 throughput   records/s the daemon takes on one core (flat out, and the highest paced rate
                  with zero loss)
   5 memory       the daemon's peak RSS (VmHWM) in the throughput runs
+  6 exec static  a static program forking and exec'ing a static true 500 times (traced: ptrace)
+  7 file static  200,000 read-only open+close in a static program, default and full trace profile
+  8 Go HTTP      requests/s of a Go net/http server (traced) under a local load generator
 
-It installs nothing: a missing peer tool (strace, snoopy, hyperfine) is named and its column is
+It installs nothing: a missing peer tool (strace, snoopy, hyperfine, go) is named and its column is
 skipped. It prints medians and ratios to the bare run; targets are printed next to the figures,
 never asserted (the exit status is 0 whenever the benchmark itself ran).
 """
@@ -29,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +55,10 @@ TARGETS = {  # printed beside the figures, never asserted
     "startup": ("ms", "<=", 150.0),
     "throughput": ("records/s with zero loss", ">=", 50_000),
     "memory": ("MiB VmHWM", "<=", 60.0),
+    "exec_static": ("preload run/bare, and below strace's ratio", "<=", 1.30),
+    "file_static": ("preload run/bare", "<=", 1.20),
+    # the full profile: no worse than strace's ratio, aim for half of it (relative: computed there)
+    "http": ("requests/s, preload run/bare", ">=", 0.90),
 }
 
 
@@ -124,14 +132,33 @@ def pin(cpu):
 
 
 def run_checked(argv, env, timeout=TIMEOUT, cwd=None):
-    """Runs argv; returns its wall time in seconds. Output is discarded (stderr kept for errors)."""
-    t0 = time.perf_counter()
-    p = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE, timeout=timeout)
-    dt = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise BenchError(f"{shlex.join(argv)} exited with {p.returncode}: "
-                         f"{p.stderr.decode(errors='replace')[-800:]}")
+    """Runs argv; returns its wall time in seconds. Output is discarded (stderr kept for errors).
+
+    stderr goes to a file, not a pipe: a helper the command leaves running (a tracer that did not
+    exit) would hold a pipe open, and reading it to its end would wait for that helper. The wait is
+    a blocking waitpid (Popen.wait with a timeout polls, up to 50 ms late); a timer kills the
+    command at the timeout."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=err)
+        timer = threading.Timer(timeout, p.kill)
+        timer.start()
+        try:
+            p.wait()
+        except BaseException:  # interrupted: leave nothing running
+            p.kill()
+            p.wait()
+            raise
+        finally:
+            timer.cancel()
+        dt = time.perf_counter() - t0
+        if dt >= timeout:
+            raise BenchError(f"{shlex.join(argv)} did not finish within {timeout} s")
+        if p.returncode != 0:
+            err.seek(0)
+            raise BenchError(f"{shlex.join(argv)} exited with {p.returncode}: "
+                             f"{err.read().decode(errors='replace')[-800:]}")
     return dt
 
 
@@ -175,6 +202,16 @@ class Env:
         if sources and max(f.stat().st_mtime for f in sources) > self.hook.stat().st_mtime:
             self.notes.append(f"{self.hook} is older than csrc/: the hook measured may not be the source's "
                               "(pip install -e . rebuilds it)")
+        self.tracer = pkg / "preload-trace"
+        if not (self.tracer.is_file() and os.access(self.tracer, os.X_OK)):
+            self.missing["tracer"] = f"{self.tracer} is missing (pip install -e . builds it): figures 6-8 are skipped"
+            self.tracer = None
+        else:
+            traced = list((HERE.parent / "csrc").rglob("*.[ch]"))
+            traced = [f for f in traced if "hook" not in f.parts]
+            if traced and max(f.stat().st_mtime for f in traced) > self.tracer.stat().st_mtime:
+                self.notes.append(f"{self.tracer} is older than csrc/: the tracer measured may not be the source's "
+                                  "(pip install -e . rebuilds it)")
         script = Path(sys.executable).parent / "preload"
         if script.is_file() and os.access(script, os.X_OK):
             self.preload = [str(script)]
@@ -186,6 +223,7 @@ class Env:
         self.bins = {}
         self.strace = self._find_strace()
         self.snoopy = self._find_snoopy()
+        self.go = self._find_go()
         self.hyperfine = shutil.which("hyperfine")
         if not self.hyperfine:
             self.missing["hyperfine"] = "not installed (apt-get install hyperfine): start-up is timed by our own loop"
@@ -213,6 +251,13 @@ class Env:
             return None
         return path
 
+    def _find_go(self):
+        for path in (shutil.which("go"), "/usr/lib/go/bin/go"):
+            if path and os.access(path, os.X_OK):
+                return path
+        self.missing["go"] = "not installed (apt-get install golang-go): figure 8 (Go HTTP server) is skipped"
+        return None
+
     def _find_snoopy(self):
         for c in SNOOPY_CANDIDATES:
             if os.path.isfile(c):
@@ -238,20 +283,48 @@ class Env:
 
     def compile(self):
         if not self.cc:
-            self.missing["cc"] = ("no C compiler (apt-get install gcc): figures 1 and 4 and the empty-LD_PRELOAD "
-                                  "column are skipped")
+            self.missing["cc"] = ("no C compiler (apt-get install gcc): figures 1, 4, 6, 7 and 8 and the "
+                                  "empty-LD_PRELOAD column are skipped")
             return
         out = self.tmp / "bin"
         out.mkdir()
         jobs = {"openclose": ["-O2", str(C_SOURCES / "openclose.c")],
                 "loadgen": ["-O2", str(C_SOURCES / "loadgen.c")],
-                "empty.so": ["-O2", "-shared", "-fPIC", str(C_SOURCES / "empty.c")]}
+                "empty.so": ["-O2", "-shared", "-fPIC", str(C_SOURCES / "empty.c")],
+                "httpload": ["-O2", str(C_SOURCES / "httpload.c")]}
         for name, args in jobs.items():
             target = out / name
             p = subprocess.run([self.cc, *args, "-o", str(target)], capture_output=True, text=True)
             if p.returncode != 0:
                 raise BenchError(f"compiling {name} failed:\n{p.stderr}")
             self.bins[name] = str(target)
+        # the traced figures' programs: static, so that `preload run` has to trace them (no libc.a,
+        # as without libc6-dev: those figures are skipped, not the whole benchmark)
+        static = {"openclose-static": "openclose.c", "execloop-static": "execloop.c", "true-static": "true.c"}
+        for name, src in static.items():
+            target = out / name
+            p = subprocess.run([self.cc, "-O2", "-static", str(C_SOURCES / src), "-o", str(target)],
+                               capture_output=True, text=True)
+            if p.returncode != 0:
+                self.missing["cc -static"] = (f"cannot link statically ({p.stderr.strip()[-200:]}; apt-get install "
+                                              "libc6-dev): figures 6 and 7 are skipped")
+                break
+            self.bins[name] = str(target)
+
+    def build_go(self):
+        """The Go HTTP server (go/httpserver.go, standard library only), CGO_ENABLED=0: a static Go
+        program. Built into the temporary directory, with the user's Go build cache; never fetches
+        anything (GOPROXY=off, GOTOOLCHAIN=local)."""
+        target = self.tmp / "bin" / "httpserver"
+        genv = clean_env(CGO_ENABLED="0", GOPROXY="off", GOTOOLCHAIN="local", GOFLAGS="-trimpath")
+        t0 = time.monotonic()
+        p = subprocess.run([self.go, "build", "-o", str(target), str(HERE / "go" / "httpserver.go")], env=genv,
+                           cwd=self.tmp, capture_output=True, text=True, timeout=600)
+        if p.returncode != 0:
+            raise BenchError(f"go build of go/httpserver.go failed:\n{p.stderr[-1500:]}")
+        version = subprocess.run([self.go, "version"], capture_output=True, text=True).stdout.strip()
+        self.bins["httpserver"] = str(target)
+        return version, time.monotonic() - t0
 
     def hooked_env(self, sock, **extra):
         return clean_env(LD_PRELOAD=self.hook, PRELOAD_SOCKET=sock, **extra)
@@ -364,6 +437,8 @@ def analyse_log(path, pids=None):
     failed = 0
     stop = None
     types = {}
+    sources = {}  # records by evt.source: "preload" (the hook) or "ptrace" (the tracer)
+    opens = {}  # opens seen per path: open records plus the counts of preload.repeats
     with open(path, "rb") as f:
         for line in f:
             e = json.loads(line)
@@ -373,6 +448,11 @@ def analyse_log(path, pids=None):
             if "preload.stream" not in e or (pids is not None and e.get("proc.pid") not in pids):
                 continue
             types[t] = types.get(t, 0) + 1
+            src = e.get("evt.source")
+            sources[src] = sources.get(src, 0) + 1
+            if t in ("open", "openat", "openat2", "creat") or t == "preload.repeats":
+                name = e.get("fd.name")
+                opens[name] = opens.get(name, 0) + (e.get("evt.count", 0) if t == "preload.repeats" else 1)
             s = streams.setdefault(e["preload.stream"], [set(), 0])
             s[0].add(e["preload.seq"])
             s[1] = max(s[1], e["preload.seq"])
@@ -385,12 +465,18 @@ def analyse_log(path, pids=None):
     records = sum(len(s[0]) for s in streams.values())
     gaps = sum(s[1] - len(s[0]) for s in streams.values())
     return {"records": records, "streams": len(streams), "ended": ended, "failed": failed, "gaps": gaps,
-            "uncounted": max(0, gaps - failed), "stop_stats": stop, "types": types}
+            "uncounted": max(0, gaps - failed), "stop_stats": stop, "types": types, "sources": sources,
+            "opens": opens}
 
 
 def add_loss(total, a):
     for k in ("records", "streams", "ended", "failed", "gaps", "uncounted"):
         total[k] = total.get(k, 0) + a[k]
+    for k in ("types", "sources", "opens"):
+        d = total.setdefault(k, {})
+        for name, n in a.get(k, {}).items():
+            d[name] = d.get(name, 0) + n
+    total["runs"] = total.get("runs", 0) + 1
     return total
 
 
@@ -438,7 +524,8 @@ def measure(columns, reps, title):
     return out
 
 
-def print_columns(result, target_key=None, agent_key=None):
+def print_columns(result, target_key=None, agent_key=None, notes=None):
+    """notes: column key -> text for the last column (targets read against other columns)."""
     w = max(len(v["label"]) for v in result.values()) + 2
     say(f"   {'column':<{w}} {'median':>10} {'ratio':>8}   {'min .. max':<21} reference / target")
     for key, v in result.items():
@@ -448,6 +535,8 @@ def print_columns(result, target_key=None, agent_key=None):
         if key == agent_key and target_key:
             _, op, t = TARGETS[target_key]
             extra = f"target {op} {t:.2f}x: {verdict(target_key, v['ratio'])}"
+        if notes and key in notes:
+            extra = notes[key]
         say(f"   {v['label']:<{w}} {fmt_s(v['median_s']):>10} {v['ratio']:>7.2f}x   {spread:<21} {extra}")
 
 
@@ -794,6 +883,384 @@ def fig_throughput(env, quick):
 
 
 # ---------------------------------------------------------------------------------------------
+# 6, 7 and 8. the tracer: static and Go programs, which `preload run` traces with ptrace
+
+
+# the calls the tracer's seccomp filter stops for (csrc/trace/calls.c), for strace's columns
+TRACED_CALLS = ("execve,execveat,open,openat,openat2,creat,connect,bind,listen,accept,accept4,socket,setuid,setgid,"
+                "setreuid,setregid,setresuid,setresgid,setgroups,setfsuid,setfsgid,ptrace,memfd_create,mount,umount2,"
+                "unshare,setns,init_module,finit_module,io_uring_setup,unlink,unlinkat,rename,renameat,renameat2,chmod,"
+                "fchmod,fchmodat,link,linkat,symlink,symlinkat")
+STRACE_TRACED = "strace -f --seccomp-bpf -e trace=<the tracer's calls>"
+HTTP_CONNS = 16
+
+
+def strace_traced(env, prog):
+    return [env.strace, "-f", "--seccomp-bpf", "-e", f"trace={TRACED_CALLS}", "-o", "/dev/null"] + prog
+
+
+class Tracer:
+    """`preload-trace serve` on its own beside a running Daemon: the tracer's steady state (what a
+    traced program pays once its container is up). A measured run is what `preload run` execs
+    for a static program, `preload-trace exec --handoff PROG ARGV...` with PRELOAD_TRACE and
+    PRELOAD_SOCKET: the launcher has the tracer seize it, installs the seccomp filter and execs
+    the program in its place."""
+
+    def __init__(self, env, daemon, state_dir, profile="default"):
+        self.env, self.daemon, self.profile = env, daemon, profile
+        self.state = Path(state_dir)
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.sock = self.state / "trace.sock"
+        self.proc = None
+
+    def start(self):
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener.bind(str(self.sock))
+        self.listener.listen(4096)
+        r, self.control_w = os.pipe()
+        fd = self.listener.fileno()
+        self.err = open(self.state / "tracer.stderr", "wb")
+        self.proc = subprocess.Popen([str(self.env.tracer), "serve", "--listen-fd", str(fd), "--control-fd", str(r),
+                                      "--socket", self.daemon.sock, "--profile", self.profile],
+                                     pass_fds=(fd, r), env=clean_env(), stdin=subprocess.DEVNULL, stdout=self.err,
+                                     stderr=self.err, start_new_session=True)
+        os.close(r)
+        return self
+
+    def argv(self, prog):
+        return [str(self.env.tracer), "exec", "--handoff", prog[0], *prog]
+
+    def run_env(self):
+        return clean_env(PRELOAD_TRACE=self.sock, PRELOAD_SOCKET=self.daemon.sock)
+
+    def stop(self, timeout=3):
+        """End of file on its control pipe: it leaves once it traces nothing. Returns its CPU
+        seconds and whether it left by itself."""
+        final = read_status(self.proc.pid)
+        os.close(self.control_w)
+        left = True
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            left = False
+            self.proc.kill()
+            self.proc.wait()
+        self.listener.close()
+        self.err.close()
+        return {"cpu_s": final.get("cpu_s"), "left_by_itself": left, "exit_status": self.proc.returncode}
+
+
+def leftover_tracers(state):
+    """Pids of `preload-trace serve` processes of the `preload run` whose state directory is state
+    that still run after it returned."""
+    sock = os.fsencode(str(Path(state) / "preload.sock"))
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            args = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(args) > 2 and args[0].endswith(b"preload-trace") and args[1] == b"serve" and sock in args:
+            found.append(int(d.name))
+    return found
+
+
+def end_leftovers(pids):
+    """SIGKILL to tracers a `preload run` of ours left behind (by pid); waits until they are gone."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in pids):
+        time.sleep(0.01)
+
+
+def traced_run_column(env, key, label, prog, state, options=()):
+    """`preload run [options] -- prog` for a program it traces: each run's log is checked, and a
+    tracer left running after `preload run` returned is counted and ended."""
+    loss, info = {}, {"leftover_tracer_runs": 0}
+
+    def after():
+        add_loss(loss, analyse_log(Path(state) / "events.jsonl"))
+        pids = leftover_tracers(state)
+        if pids:
+            info["leftover_tracer_runs"] += 1
+            end_leftovers(pids)
+
+    col = Column(key, label, env.preload + ["run", *options, "--"] + prog, clean_env(PRELOAD_STATE_DIR=state),
+                 after=after)
+    return col, loss, info
+
+
+def traced_text(a):
+    src = a.get("sources", {})
+    runs = a.get("runs", 0)
+    return (f"{runs} runs: {a.get('records', 0):,} records ({src.get('ptrace', 0):,} from the tracer, "
+            f"{src.get('preload', 0):,} from the hook); lost {a.get('gaps', 0)} (counted {a.get('failed', 0)}, "
+            f"uncounted {a.get('uncounted', 0)})")
+
+
+def leftover_text(info, col):
+    n = info["leftover_tracer_runs"]
+    runs = len(col["samples_s"]) + 1  # with the warm-up
+    if not n:
+        return None
+    return (f"WARNING: after {n} of {runs} runs of `{col['label']}` its tracer was still running (the benchmark "
+            "ended it); such a run waits 2 s for it before it returns (preload/supervisor.py, TRACER_STOP_SECONDS)")
+
+
+def ratio_vs(v, target, strace):
+    ok = v <= target and (strace is None or v < strace)
+    return "met" if ok else "MISSED"
+
+
+def fig_exec_static(env, reps):
+    say(f"\n6. exec-heavy, static: execloop (-static) forks and execs a static true {EXECS} times, waiting for each")
+    prog = [env.bins["execloop-static"], env.bins["true-static"], str(EXECS)]
+    daemon = Daemon(env, env.tmp / "fig6-daemon").start()
+    tracer = Tracer(env, daemon, env.tmp / "fig6-tracer").start()
+    run_col, run_loss, run_info = traced_run_column(env, "preload_run", "agent, end to end: preload run -- prog",
+                                                    prog, env.tmp / "fig6-run")
+    cols = [Column("bare", "bare", prog, clean_env()),
+            Column("tracer", "agent, steady state: tracer + daemon running", tracer.argv(prog), tracer.run_env()),
+            run_col]
+    if env.strace:
+        cols.append(Column("strace_bpf", STRACE_TRACED, strace_traced(env, prog), clean_env()))
+    try:
+        result = measure(cols, reps, "exec-heavy static")
+    finally:
+        tstat = tracer.stop()
+        daemon.stop()
+    steady = analyse_log(daemon.events)
+    steady["runs"] = reps + 1
+    target = TARGETS["exec_static"][2]
+    strace = result["strace_bpf"]["ratio"] if "strace_bpf" in result else None
+    below = f" and < strace's {strace:.2f}x" if strace else ""
+    run_v, steady_v = (ratio_vs(result[k]["ratio"], target, strace) for k in ("preload_run", "tracer"))
+    notes = {"preload_run": f"target <= {target:.2f}x{below}: {run_v}",
+             "tracer": f"(same target, without the start-up: {steady_v})"}
+    print_columns(result, notes=notes)
+    expect = 1 + 2 * EXECS  # execloop's start, then per child its exec attempt and its new image's start
+    for what, a in (("steady state", steady), ("end to end", run_loss)):
+        say(f"   agent, {what}: {traced_text(a)}; execve records per run "
+            f"{a.get('types', {}).get('execve', 0) / max(1, a.get('runs', 1)):,.0f} (expected {expect:,})")
+    say(f"   tracer (steady state): {tstat['cpu_s'] or 0:.2f} s CPU over {reps + 1} runs"
+        + ("" if tstat["left_by_itself"] else "; WARNING: it did not leave when told (ended by the benchmark)"))
+    out = {"columns": result, "loss": {"tracer": steady, "preload_run": run_loss}, "tracer": tstat, **run_info}
+    warn = leftover_text(run_info, result["preload_run"])
+    if warn:
+        say(f"   {warn}")
+        env.notes.append("figure 6: " + warn)
+    if not tstat["left_by_itself"]:
+        env.notes.append("figure 6: the steady-state tracer did not leave when its control pipe closed")
+    return out
+
+
+def fig_file_static(env, reps):
+    say(f"\n7. file-heavy, static: openclose (-static), {OPENS:,} x open({OPEN_PATH}, O_RDONLY) + close, one process")
+    prog = [env.bins["openclose-static"], OPEN_PATH, str(OPENS)]
+    daemon = Daemon(env, env.tmp / "fig7-daemon").start()
+    tracer = Tracer(env, daemon, env.tmp / "fig7-tracer").start()
+    run_col, run_loss, run_info = traced_run_column(env, "preload_run", "agent, end to end: preload run -- prog",
+                                                    prog, env.tmp / "fig7-run")
+    full_col, full_loss, full_info = traced_run_column(
+        env, "preload_run_full", "agent, end to end: preload run --trace-profile full -- prog", prog,
+        env.tmp / "fig7-run-full", options=("--trace-profile", "full"))
+    cols = [Column("bare", "bare", prog, clean_env()),
+            Column("tracer", "agent, steady state: tracer + daemon running", tracer.argv(prog), tracer.run_env()),
+            run_col, full_col]
+    if env.strace:
+        n = 1 if env.quick else 5
+        runs = f"{min(n, reps)} run{'s' if min(n, reps) > 1 else ''}"
+        cols.append(Column("strace_bpf", f"{STRACE_TRACED} ({runs})", strace_traced(env, prog), clean_env(),
+                           warmup=False, max_reps=n))
+    try:
+        result = measure(cols, reps, "file-heavy static")
+    finally:
+        tstat = tracer.stop()
+        daemon.stop()
+    steady = analyse_log(daemon.events)
+    steady["runs"] = reps + 1
+    target = TARGETS["file_static"][2]
+    strace = result["strace_bpf"]["ratio"] if "strace_bpf" in result else None
+    full = result["preload_run_full"]["ratio"]
+    run_v, steady_v = (verdict("file_static", result[k]["ratio"]) for k in ("preload_run", "tracer"))
+    notes = {"preload_run": f"target <= {target:.2f}x: {run_v}",
+             "tracer": f"(same target, without the start-up: {steady_v})"}
+    if strace:
+        ok, aim = ("met" if full <= bound else "MISSED" for bound in (strace, strace / 2))
+        notes["preload_run_full"] = f"target <= strace's {strace:.2f}x: {ok}; aim <= half, {strace / 2:.2f}x: {aim}"
+    else:
+        notes["preload_run_full"] = "target: relative to strace (not measured)"
+    print_columns(result, notes=notes)
+    for what, a in (("steady state", steady), ("end to end", run_loss), ("end to end, full", full_loss)):
+        seen = a.get("opens", {}).get(OPEN_PATH, 0) / max(1, a.get("runs", 1))
+        say(f"   agent, {what}: {traced_text(a)}; opens of {OPEN_PATH} seen per run {seen:,.0f}")
+    say(f"   (the default profile does not stop on read-only opens: 0 expected; the full profile sees each: "
+        f"{OPENS:,}, one record and the repeats counted)")
+    say(f"   tracer (steady state, default profile): {tstat['cpu_s'] or 0:.2f} s CPU over {reps + 1} runs"
+        + ("" if tstat["left_by_itself"] else "; WARNING: it did not leave when told (ended by the benchmark)"))
+    for info, key in ((run_info, "preload_run"), (full_info, "preload_run_full")):
+        warn = leftover_text(info, result[key])
+        if warn:
+            say(f"   {warn}")
+            env.notes.append("figure 7: " + warn)
+    return {"columns": result, "loss": {"tracer": steady, "preload_run": run_loss, "preload_run_full": full_loss},
+            "tracer": tstat, "leftover_tracer_runs": run_info["leftover_tracer_runs"],
+            "leftover_tracer_runs_full": full_info["leftover_tracer_runs"]}
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pids_of(exe):
+    """Processes running the executable exe (a path of our temporary directory: ours alone)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(d / "exe") == exe:
+                    found.append(int(d.name))
+    return found
+
+
+class HttpColumn:
+    """One way of running the Go server (bare, under preload run, under strace). A run: start it
+    on a free port, wait until it accepts, drive it with httpload in each mode, SIGTERM the server
+    process itself (not a wrapper: strace would detach), and check that it exited 0 and answered
+    at least every request counted."""
+
+    def __init__(self, env, key, label, wrap, run_env, state=None):
+        self.env, self.key, self.label, self.wrap, self.run_env, self.state = env, key, label, wrap, run_env, state
+        self.samples = {}  # mode -> [requests/s]
+        self.runs = []
+        self.loss = {}
+        self.leftover_tracer_runs = 0
+        self.n = 0
+
+    def run(self, modes, warmup, seconds, keep=True):
+        self.n += 1
+        server = os.path.realpath(self.env.bins["httpserver"])
+        port = free_port()
+        base = self.env.tmp / f"fig8-{self.key}-{self.n}"
+        with open(f"{base}.out", "wb") as out, open(f"{base}.err", "wb") as err:
+            proc = subprocess.Popen(self.wrap + [server, f"127.0.0.1:{port}"], env=self.run_env,
+                                    stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None:
+                    raise BenchError(f"{self.label}: the server exited with {proc.returncode} at start: "
+                                     f"{Path(f'{base}.err').read_text(errors='replace')[-500:]}")
+                with socket.socket() as s:
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{self.label}: the server did not accept connections within 30 s")
+                time.sleep(0.01)
+            rates, counted = {}, 0
+            for mode in modes:
+                p = subprocess.run([self.env.bins["httpload"], str(port), str(HTTP_CONNS), str(warmup), str(seconds),
+                                    mode], capture_output=True, text=True, timeout=seconds + warmup + 60)
+                if p.returncode != 0:
+                    raise BenchError(f"{self.label}: httpload {mode} failed ({p.returncode}): {p.stdout} {p.stderr}")
+                done, errors, secs = p.stdout.split()
+                rates[mode] = int(done) / float(secs)
+                counted += int(done)
+                if int(errors):
+                    self.env.notes.append(f"figure 8, {self.label}, {mode}: {errors} failed requests")
+            pids = pids_of(server)
+            if not pids:
+                raise BenchError(f"{self.label}: the server process is not found")
+            for pid in pids:
+                os.kill(pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                raise BenchError(f"{self.label}: the server did not exit within 30 s of SIGTERM") from None
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        text = Path(f"{base}.out").read_text(errors="replace")
+        served = int(text.split("served", 1)[1].split()[0]) if "served" in text else None
+        if proc.returncode != 0 or served is None or served < counted:
+            raise BenchError(f"{self.label}: the server ended with status {proc.returncode}, output {text[-200:]!r} "
+                             f"(requests counted by the load generator: {counted}); stderr: "
+                             f"{Path(f'{base}.err').read_text(errors='replace')[-500:]}")
+        if self.state:
+            add_loss(self.loss, analyse_log(Path(self.state) / "events.jsonl"))
+            left = leftover_tracers(self.state)
+            if left:
+                self.leftover_tracer_runs += 1
+                end_leftovers(left)
+        if keep:
+            for mode, r in rates.items():
+                self.samples.setdefault(mode, []).append(r)
+            self.runs.append({"rates": rates, "served": served})
+        return rates
+
+
+def fig_http(env, reps, quick):
+    say(f"\n8. Go HTTP server (net/http, CGO_ENABLED=0: static, traced) on 127.0.0.1, driven by httpload with "
+        f"{HTTP_CONNS} connections")
+    version, build_s = env.build_go()
+    warmup, seconds = (0.2, 1.0) if quick else (0.3, 2.0)
+    say(f"   built with {version} ({build_s:.1f} s); each run: {warmup} s warm-up + {seconds} s counted per mode")
+    modes = ("keepalive", "close")
+    state = env.tmp / "fig8-run"
+    cols = [HttpColumn(env, "bare", "bare", [], clean_env()),
+            HttpColumn(env, "preload_run", "agent: preload run -- server", env.preload + ["run", "--"],
+                       clean_env(PRELOAD_STATE_DIR=state), state=state)]
+    if env.strace:
+        cols.append(HttpColumn(env, "strace_bpf", STRACE_TRACED, strace_traced(env, []), clean_env()))
+    for c in cols:  # one short untimed warm-up of each
+        c.run(modes, 0.1, 0.3, keep=False)
+    for r in range(reps):
+        k = r % len(cols)
+        for c in cols[k:] + cols[:k]:
+            c.run(modes, warmup, seconds)
+        say(f"  [http] repetition {r + 1}/{reps} done", file=sys.stderr)
+    target = TARGETS["http"][2]
+    result = {}
+    for mode in modes:
+        bare = median(cols[0].samples[mode])
+        result[mode] = {c.key: {"label": c.label, "samples_rps": c.samples[mode], "median_rps": median(c.samples[mode]),
+                                "ratio": median(c.samples[mode]) / bare} for c in cols}
+    what = {"keepalive": "keep-alive (HTTP/1.1, the connections stay open)",
+            "close": "a new connection per request (Connection: close: the server's accept4 on every request)"}
+    w = max(len(c.label) for c in cols) + 2
+    for mode in modes:
+        say(f"   {what[mode]}")
+        say(f"   {'column':<{w}} {'requests/s':>11} {'ratio':>7}   {'min .. max':<19} target")
+        for c in cols:
+            v = result[mode][c.key]
+            s = v["samples_rps"]
+            extra = ""
+            if c.key == "preload_run":
+                extra = f"target >= {target:.2f}x: {'met' if v['ratio'] >= target else 'MISSED'}"
+            say(f"   {c.label:<{w}} {v['median_rps']:>11,.0f} {v['ratio']:>6.2f}x   "
+                f"{min(s):>8,.0f} .. {max(s):<8,.0f} {extra}")
+    run = cols[1]
+    accepts = run.loss.get("types", {}).get("accept4", 0) + run.loss.get("types", {}).get("accept", 0)
+    say(f"   agent: {traced_text(run.loss)}; accept records {accepts:,}")
+    out = {"columns": result, "loss": {"preload_run": run.loss}, "runs": {c.key: c.runs for c in cols},
+           "leftover_tracer_runs": run.leftover_tracer_runs, "connections": HTTP_CONNS, "seconds": seconds,
+           "go": version}
+    if run.leftover_tracer_runs:
+        msg = (f"figure 8: after {run.leftover_tracer_runs} of {reps + 1} runs of preload run its tracer was "
+               "still running (ended by the benchmark)")
+        say(f"   WARNING: {msg}")
+        env.notes.append(msg)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def summary(res):
@@ -817,6 +1284,33 @@ def summary(res):
                      + f"flat out {t['flat_out_rate']:,.0f}/s, {t['flat_out_failed_pct']:.0f}% counted failed"))
         m = res["memory"]["vmhwm_mib"]
         rows.append(("5 daemon memory (VmHWM)", f"{m:.1f} MiB", "<= 60 MiB", verdict("memory", m), ""))
+    fig = res.get("exec_static")
+    if fig:
+        c = fig["columns"]
+        v, strace = c["preload_run"]["ratio"], c.get("strace_bpf", {}).get("ratio")
+        rows.append(("6 exec-heavy static: preload run / bare", f"{v:.2f}x",
+                     "<= 1.30x, < strace", ratio_vs(v, TARGETS["exec_static"][2], strace),
+                     f"steady state {c['tracer']['ratio']:.2f}x" + (f", strace {strace:.2f}x" if strace else "")))
+    fig = res.get("file_static")
+    if fig:
+        c = fig["columns"]
+        v = c["preload_run"]["ratio"]
+        rows.append(("7 file-heavy static: preload run / bare", f"{v:.2f}x", "<= 1.20x", verdict("file_static", v),
+                     f"steady state {c['tracer']['ratio']:.2f}x"))
+        full, strace = c["preload_run_full"]["ratio"], c.get("strace_bpf", {}).get("ratio")
+        rows.append(("7 file-heavy static, --trace-profile full", f"{full:.2f}x", "<= strace",
+                     ("met" if full <= strace else "MISSED") if strace else "not measured",
+                     (f"strace {strace:.2f}x; aim <= {strace / 2:.2f}x: " + ("met" if full <= strace / 2 else "MISSED"))
+                     if strace else ""))
+    fig = res.get("http")
+    if fig:
+        for mode, name in (("keepalive", "8 Go HTTP, keep-alive: req/s ratio"), ("close", "8 Go HTTP, conn/request")):
+            c = fig["columns"][mode]
+            v = c["preload_run"]["ratio"]
+            strace = c.get("strace_bpf", {}).get("ratio")
+            rows.append((name, f"{v:.2f}x", ">= 0.90x", "met" if v >= TARGETS["http"][2] else "MISSED",
+                         f"{c['preload_run']['median_rps']:,.0f} vs bare {c['bare']['median_rps']:,.0f}/s"
+                         + (f"; strace {strace:.2f}x" if strace else "")))
     if not rows:
         return rows
     say("\nSummary (targets are printed, not asserted)")
@@ -831,8 +1325,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="3 repetitions and shorter throughput runs (about 1 min)")
     ap.add_argument("--reps", type=int, help="repetitions per column (default 7, or 3 with --quick)")
     ap.add_argument("--json", metavar="FILE", help="also write every sample and figure as JSON")
-    ap.add_argument("--only", default="1,2,3,4", help="figures to run, e.g. 2,3 (4 includes 5)")
-    ap.add_argument("--without", default="", help="peers to leave out as if missing: strace,snoopy,hyperfine")
+    ap.add_argument("--only", default="1,2,3,4,6,7,8", help="figures to run, e.g. 2,3 (4 includes 5)")
+    ap.add_argument("--without", default="", help="peers to leave out as if missing: strace,snoopy,hyperfine,go")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, binaries)")
     args = ap.parse_args()
     reps = args.reps or (3 if args.quick else 7)
@@ -845,7 +1339,7 @@ def main():
     res = {}
     try:
         without = [w.strip() for w in args.without.split(",") if w.strip()]
-        unknown = set(without) - {"strace", "snoopy", "hyperfine"}
+        unknown = set(without) - {"strace", "snoopy", "hyperfine", "go"}
         if unknown:
             ap.error(f"--without: unknown peer(s) {', '.join(sorted(unknown))}")
         env = Env(tmp, args.quick, without)
@@ -870,6 +1364,13 @@ def main():
             figures.append(("startup", lambda: fig_startup(env, args.quick)))
         if "4" in only and "loadgen" in env.bins:
             figures.append(("throughput", lambda: fig_throughput(env, args.quick)))
+        traced = env.tracer is not None
+        if "6" in only and traced and "execloop-static" in env.bins:
+            figures.append(("exec_static", lambda: fig_exec_static(env, reps)))
+        if "7" in only and traced and "openclose-static" in env.bins:
+            figures.append(("file_static", lambda: fig_file_static(env, reps)))
+        if "8" in only and traced and env.go and "httpload" in env.bins:
+            figures.append(("http", lambda: fig_http(env, reps, args.quick)))
         for key, fig in figures:
             before = cpu_snapshot()
             out = fig()
