@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import PRELOAD, events, of_type, preload, starts
+from agent import PRELOAD, events, of_type, preload, processes, starts
 
 
 def test_exit_code_of_application_is_returned(tmp_path):
@@ -73,18 +73,7 @@ def test_forwarded_signal_is_handled_by_the_application(tmp_path, sig):
 
 
 def _zombies_of(pid):
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_bytes()
-        except OSError:
-            continue
-        state, ppid = stat[stat.rindex(b")") + 2:].split()[:2]
-        if int(ppid) == pid and state == b"Z":
-            found.append(int(entry.name))
-    return found
+    return [child for child, fields in processes() if int(fields[1]) == pid and fields[0] == b"Z"]
 
 
 def test_orphans_of_the_application_are_reaped(tmp_path):

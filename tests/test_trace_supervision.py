@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import preload
-from agent import PRELOAD, events, of_type, starts
+from agent import PRELOAD, events, of_type, processes, starts
 from preload.events import Enricher
 
 TRACER = os.path.join(os.path.dirname(preload.__file__), "preload-trace")
@@ -26,18 +26,7 @@ WAIT_TIMEOUT = 30  # for a condition the test waits for (a file, a stopped state
 # -- running things, and never leaving them behind ---------------------------------------------
 
 def _session_members(sid):
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        if int(fields[3]) == sid:  # state ppid pgrp session
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, fields in processes() if int(fields[3]) == sid]
 
 
 def _kill_session(sid):
@@ -142,15 +131,7 @@ def _wait_until_supervising(proc):
 
 
 def _children(pid):
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int(_stat(entry.name)[1]) == pid:
-                    out.append(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return out
+    return [child for child, fields in processes() if int(fields[1]) == pid]
 
 
 def _tracer_of(supervisor_pid):
