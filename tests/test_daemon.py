@@ -141,7 +141,8 @@ def test_ten_thousand_garbage_frames_leave_the_daemon_alive(tmp_path):
     evts = events(tmp_path)
     assert of_type(evts, "execve", **{"proc.name": "ls", "evt.dir": "<"})
     stats = of_type(evts, "preload.daemon", **{"preload.state": "stop"})[-1]["preload.stats"]
-    assert sum(stats["rejected"].values()) > 5000  # most mutations are caught by validation
+    # many mutations are caught by validation; the others are well-formed records of some kind
+    assert sum(stats["rejected"].values()) > 3000
 
 
 def test_wrong_protocol_version_is_refused_loudly(tmp_path):
