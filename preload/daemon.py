@@ -63,8 +63,55 @@ class EventLog:
         os.close(self._fd)
 
 
+class AlertStream:
+    """Alerts as JSON lines on a file descriptor we do not own (stderr: the container's log
+    stream), written once per batch; a write that fails is counted, never retried."""
+
+    def __init__(self, fd):
+        self._fd = fd
+        self._lines = []
+        self.failed = 0
+
+    def add(self, alert):
+        self._lines.append(orjson.dumps(alert))
+
+    def flush(self):
+        if self._lines:
+            self._lines.append(b"")
+            data = b"\n".join(self._lines)
+            self._lines.clear()
+            try:
+                while data:
+                    data = data[os.write(self._fd, data):]
+            except OSError:
+                self.failed += 1
+
+    close = flush
+
+
+class WebhookSink:
+    """Alerts posted to a URL as Falco's http_output does; never blocks the daemon (a bounded
+    queue and a thread of its own; what fails or does not fit is counted)."""
+
+    def __init__(self, url):
+        from preload.sinks.webhook import Webhook
+
+        self.hook = Webhook(url)
+
+    def add(self, alert):
+        self.hook.post(alert)
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.hook.close(3.0)
+        return {"webhook": self.hook.stats()}
+
+
 class Daemon:
-    def __init__(self, listener, log, spool_dir=None, classify=None, control=None):
+    def __init__(self, listener, log, spool_dir=None, classify=None, control=None, ruleset=None,
+                 alert_sinks=()):
         self.listener = listener
         self.control = control
         self.listener.setblocking(False)
@@ -72,6 +119,11 @@ class Daemon:
         self.spool_dir = spool_dir
         # our parent is `preload run`: the root of the tree, not part of it
         self.enricher = Enricher(classify=classify, supervisor=os.getppid())
+        self.alert_sinks = list(alert_sinks)
+        self.alerter = None
+        if ruleset is not None:
+            from preload.alerts import Alerter
+            self.alerter = Alerter(ruleset, self.enricher.procs, [s.add for s in self.alert_sinks])
         self.stats = Counter()
         self.rejected = Counter()
         self.stopping = False
@@ -146,6 +198,8 @@ class Daemon:
         try:
             for event in self.enricher.events(rec):
                 self.log.add(event)
+                if self.alerter is not None:
+                    self.alerter.check(event)
         except Exception as e:  # a record we decoded but cannot describe must not stop the daemon
             self._reject("undescribable record", f" ({rec.get('kind')} from pid {key.data}: {e!r})")
         return True
@@ -172,6 +226,8 @@ class Daemon:
                 self._read(key)
         self._quiet = self.stats["records"] - before < _BUSY_ROUND
         self.log.flush()
+        for sink in self.alert_sinks:
+            sink.flush()
         return len(ready)
 
     def serve(self):
@@ -190,11 +246,14 @@ class Daemon:
         while time.monotonic() < deadline and self.poll(0):
             pass
         self.collect_spool()
-        self.log.add(agent_event("preload.daemon", **{
-            "preload.state": "stop",
-            "preload.stats": {"records": self.stats["records"], "connections": self.stats["connections"],
-                              "internal_errors": self.stats["internal errors"],
-                              "rejected": dict(self.rejected)}}))
+        stats = {"records": self.stats["records"], "connections": self.stats["connections"],
+                 "internal_errors": self.stats["internal errors"], "rejected": dict(self.rejected)}
+        if self.alerter is not None:
+            stats["alerts"] = self.alerter.count
+        for sink in self.alert_sinks:  # the last alerts out, and what became of them
+            stats.update(sink.close() or {})
+        self.alert_sinks = []
+        self.log.add(agent_event("preload.daemon", **{"preload.state": "stop", "preload.stats": stats}))
         self.log.flush()
 
     def collect_spool(self):
@@ -202,6 +261,9 @@ class Daemon:
         for rec in take_spool(self.spool_dir, lambda: self._reject("bad spool file")):
             for event in self.enricher.events(rec):
                 self.log.add(event)
+
+    def close(self):
+        self.log.close()
 
 
 def take_spool(spool_dir, bad=lambda: None):
@@ -251,8 +313,27 @@ def _restart_event(gap_seconds, previous_status):
                                             "preload.previous_status": previous_status})
 
 
+def _alerting(rules, alerts_path, alerts_stderr, webhook=None):
+    """The ruleset and where its alerts go; (None, []) when rules are off. A rule file that went
+    bad since `preload run` checked it is reported, and the rules that still load are used."""
+    if rules is False:
+        return None, []
+    from preload import alerts
+
+    ruleset = alerts.load(rules)
+    for problem in ruleset.problems:
+        _logger().error("rules: {}", problem)
+    sinks = [EventLog(alerts_path)] if alerts_path else []
+    if alerts_stderr:
+        sinks.append(AlertStream(2))
+    if webhook:
+        sinks.append(WebhookSink(webhook))
+    return ruleset, sinks
+
+
 def main(listen_fd=None, socket_path=None, events_path="events.jsonl", spool_dir=None,
-         restart_gap=None, previous_status=None, control_fd=None):
+         restart_gap=None, previous_status=None, control_fd=None, rules=None, alerts_path=None,
+         alerts_stderr=False, webhook=None):
     """Runs until SIGTERM/SIGINT or end of file on control_fd, then drains. The caller has
     configured logging."""
     stop_requested = []
@@ -269,7 +350,9 @@ def main(listen_fd=None, socket_path=None, events_path="events.jsonl", spool_dir
         os.chmod(socket_path, 0o666)  # processes that dropped privileges report too
         listener.listen(4096)
     log = EventLog(events_path)
-    daemon = Daemon(listener, log, spool_dir, classify=_classify, control=control_fd)
+    ruleset, sinks = _alerting(rules, alerts_path, alerts_stderr, webhook)
+    daemon = Daemon(listener, log, spool_dir, classify=_classify, control=control_fd, ruleset=ruleset,
+                    alert_sinks=sinks)
 
     def stop(signum, frame):
         daemon.stopping = True
@@ -286,7 +369,7 @@ def main(listen_fd=None, socket_path=None, events_path="events.jsonl", spool_dir
     daemon.collect_spool()
     log.flush()
     daemon.serve()
-    log.close()
+    daemon.close()
     return 0
 
 

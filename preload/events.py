@@ -96,10 +96,11 @@ rfc3339 = _Clock()
 
 
 class Proc:
-    __slots__ = ("pid", "ppid", "name", "exepath", "cmdline", "args", "cwd", "uid", "attach")
+    __slots__ = ("pid", "ppid", "name", "exepath", "cmdline", "args", "cwd", "uid", "attach", "start_ns")
 
-    def __init__(self, pid, ppid, exepath="", argv=(), cwd="", uid=None, attach=""):
+    def __init__(self, pid, ppid, exepath="", argv=(), cwd="", uid=None, attach="", start_ns=0):
         self.pid, self.ppid, self.exepath, self.cwd, self.uid, self.attach = pid, ppid, exepath, cwd, uid, attach
+        self.start_ns = start_ns
         argv = list(argv)
         first = argv[0] if argv else exepath
         # Falco's proc.name is the program name without path; a login shell's "-sh" is "sh"
@@ -117,9 +118,14 @@ class ProcessTable:
         self._proc_root = proc_root
 
     def started(self, rec):
-        p = Proc(rec["pid"], rec["ppid"], rec["exe"], rec["argv"], rec["cwd"], rec["uid"], rec["attach"])
+        p = Proc(rec["pid"], rec["ppid"], rec["exe"], rec["argv"], rec["cwd"], rec["uid"], rec["attach"],
+                 rec["time_ns"])
         self._put(p)
         return p
+
+    def known(self, pid):
+        """The process if we have it, without asking /proc."""
+        return self._procs.get(pid)
 
     def _put(self, p):
         self._procs[p.pid] = p

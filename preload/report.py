@@ -35,6 +35,8 @@ Summary keys (stable; scripts rely on them):
     address:port, or the socket path for unix sockets (then `client` is empty).
   - `listeners`: [{`exe`, `l4proto`, `address`, `result`, `bind`, `listen`}]: `bind` and `listen`
     count the calls on that address:port or unix path.
+- `alerts`: [{`rule`, `priority`, `count`}], most severe first: from the alerts log beside each
+  event log (`alerts.jsonl` beside `events.jsonl`).
 - `activity`: [{`type`, `exe`, `detail`, `result`, `count`}]: the other watched calls (files
   removed, renamed, linked or re-moded, privileges changed, sockets, ptrace, memfd_create, mounts,
   namespaces, kernel modules, io_uring, refused calls of another ABI). `detail` is the path(s) or
@@ -248,6 +250,7 @@ class Log:
         self.restarts = []
         self.tracer_restarts = []
         self.activity = Counter()      # (type, exe, detail, result)
+        self.alerts = Counter()        # (rule, priority)
         self.daemon_stats = {}
 
     def _read(self, path):
@@ -270,6 +273,16 @@ class Log:
         self.events += f.events
         self.bad_lines += f.bad_lines
         self.logs.append(f.tree(self))
+
+    def _read_alerts(self, path):
+        with open(path, "rb") as lines:
+            for line in lines:
+                try:
+                    a = orjson.loads(line)
+                except ValueError:
+                    a = None
+                if isinstance(a, dict):
+                    self.alerts[(_str(a.get("rule")), _str(a.get("priority")))] += 1
 
     def _event(self, ev, f, n):
         t = ev.get("time")
@@ -371,13 +384,54 @@ def _connection(ev, kind, exe):
             _str(ev.get("evt.res")))
 
 
+def alerts_beside(events_path):
+    """The alerts log written beside an event log (alerts.jsonl for events.jsonl, alerts.2.jsonl
+    for events.2.jsonl), or None."""
+    directory, name = os.path.split(os.fspath(events_path))
+    if not name.startswith("events"):
+        return None
+    path = os.path.join(directory, "alerts" + name[len("events"):])
+    return path if os.path.exists(path) else None
+
+
+def ocsf_lines(paths):
+    """The alerts, then the events, of the logs at paths as OCSF 1.1 JSON lines (bytes)."""
+    from preload.sinks import ocsf
+
+    for path in paths:
+        alerts = alerts_beside(path)
+        for name, convert in ((alerts, ocsf.alert), (os.fspath(path), ocsf.event)):
+            if not name:
+                continue
+            with open(name, "rb") as lines:
+                for line in lines:
+                    try:
+                        record = convert(orjson.loads(line))
+                    except ValueError:  # not JSON, or no valid time: nothing to say in OCSF
+                        continue
+                    if record is not None:
+                        yield orjson.dumps(record)
+
+
 def load(paths):
-    """Read the JSONL logs at paths (in order) into a Log. Lines that are not a JSON object are
-    counted, never fatal; a missing file raises FileNotFoundError."""
+    """Read the JSONL logs at paths (in order) into a Log, and the alerts logs beside them. Lines
+    that are not a JSON object are counted, never fatal; a missing file raises FileNotFoundError."""
     log = Log([os.fspath(p) for p in paths])
     for path in log.paths:
         log._read(path)
+        alerts = alerts_beside(path)
+        if alerts:
+            log._read_alerts(alerts)
     return log
+
+
+_SEVERITY = ("Emergency", "Alert", "Critical", "Error", "Warning", "Notice", "Informational", "Debug")
+
+
+def _by_alert(item):
+    (rule, priority), count = item
+    rank = _SEVERITY.index(priority) if priority in _SEVERITY else len(_SEVERITY)
+    return rank, -count, rule
 
 
 def _by_count(item):
@@ -415,6 +469,8 @@ def summarize(log):
                                bind=calls["bind"], listen=calls["listen"])
                           for k, calls in sorted(log.listeners.items())],
         },
+        "alerts": [{"rule": rule, "priority": priority, "count": c}
+                   for (rule, priority), c in sorted(log.alerts.items(), key=_by_alert)],
         "activity": [dict(zip(("type", "exe", "detail", "result"), k), count=c)
                      for k, c in sorted(log.activity.items(), key=_by_count)],
         "loss": {
@@ -479,6 +535,9 @@ def render_text(summary):
            f"  events: {s['events']}",
            f"  bad lines: {s['bad_lines']}"
            + (f" (first at {', '.join(s['bad_line_examples'])})" if s["bad_lines"] else "")]
+
+    out += ["", f"Alerts ({sum(a['count'] for a in s['alerts'])})"]
+    out += _capped([f"  {a['count']:>7}  {a['priority']:<13} {a['rule']}" for a in s["alerts"]]) or ["  (none)"]
 
     for log in s["logs"]:
         out += ["", "Process tree" + (f" ({log['path']})" if len(s["logs"]) > 1 else "")]

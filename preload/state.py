@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 EVENTS = "events.jsonl"
+ALERTS = "alerts.jsonl"
 SOCKET = "preload.sock"
 SPOOL = "spool"
 TRACE_SOCKET = "trace.sock"
@@ -60,6 +61,7 @@ class State:
     def __init__(self, root):
         self.root = Path(root).absolute()
         self.events = self.root / EVENTS
+        self.alerts = self.root / ALERTS
         self.previous_events = self.root / "events.1.jsonl"
         sock = self.root / SOCKET
         if len(os.fsencode(sock.absolute())) > _SUN_PATH_MAX:
@@ -89,13 +91,15 @@ class State:
         self._rotate()
 
     def _rotate(self):
-        if not self.events.exists() or self.events.stat().st_size == 0:
-            return
-        n = 1
-        while (self.root / f"events.{n}.jsonl").exists():
-            n += 1
-        for i in range(n, 1, -1):  # events.1 is the newest old log
-            os.replace(self.root / f"events.{i - 1}.jsonl", self.root / f"events.{i}.jsonl")
-        os.replace(self.events, self.root / "events.1.jsonl")
-        for old in range(KEEP_OLD_LOGS + 1, n + 1):
-            (self.root / f"events.{old}.jsonl").unlink(missing_ok=True)
+        for stem in ("events", "alerts"):
+            current = self.root / f"{stem}.jsonl"
+            if not current.exists() or current.stat().st_size == 0:
+                continue
+            n = 1
+            while (self.root / f"{stem}.{n}.jsonl").exists():
+                n += 1
+            for i in range(n, 1, -1):  # .1 is the newest old log
+                os.replace(self.root / f"{stem}.{i - 1}.jsonl", self.root / f"{stem}.{i}.jsonl")
+            os.replace(current, self.root / f"{stem}.1.jsonl")
+            for old in range(KEEP_OLD_LOGS + 1, n + 1):
+                (self.root / f"{stem}.{old}.jsonl").unlink(missing_ok=True)

@@ -96,11 +96,15 @@ def daemon_env(base):
 
 
 class Supervisor:
-    def __init__(self, argv, st, attach="auto", profile="default"):
+    def __init__(self, argv, st, attach="auto", profile="default", rules=None, alerts_stderr=True,
+                 webhook=None):
         self.argv = argv
         self.state = st
         self.attach = attach
         self.profile = profile
+        self.rules = rules  # rule files (None: the packaged ruleset; False: no rules)
+        self.alerts_stderr = alerts_stderr
+        self.webhook = webhook
         self.listener = None
         self.daemon = None
         self.tracer = None
@@ -115,7 +119,9 @@ class Supervisor:
     def _start_daemon(self, gap=None, previous_status=None):
         fd = self.listener.fileno()
         config = {"listen_fd": fd, "control_fd": self.control_r, "events_path": str(self.state.events),
-                  "spool_dir": str(self.state.spool), "restart_gap": gap, "previous_status": previous_status}
+                  "spool_dir": str(self.state.spool), "restart_gap": gap, "previous_status": previous_status,
+                  "rules": self.rules, "alerts_path": str(self.state.alerts),
+                  "alerts_stderr": self.alerts_stderr, "webhook": self.webhook}
         # -P: the application's cwd may hold anything, even a directory named preload
         cmd = [sys.executable, "-P", "-m", "preload.daemon", json.dumps(config)]
         # own session: a terminal's ^C is for the application; the daemon stops when we say so
@@ -350,6 +356,7 @@ def _exit_code(status):
     return os.waitstatus_to_exitcode(status)
 
 
-def run(argv, state_dir=None, attach="auto", profile="default"):
+def run(argv, state_dir=None, attach="auto", profile="default", rules=None, alerts_stderr=True,
+        webhook=None):
     st = state.State(state_dir or state.default_dir())
-    return Supervisor(argv, st, attach, profile).run()
+    return Supervisor(argv, st, attach, profile, rules, alerts_stderr, webhook).run()

@@ -19,6 +19,10 @@ from preload import wire
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
+# Many tests compare a program's stderr under the agent with a bare run's; the agent's alerts on
+# stderr (on by default) would be counted as a difference. Tests of alerts turn it back on.
+os.environ["PRELOAD_ALERTS_STDERR"] = "0"
+
 
 @pytest.fixture(scope="session")
 def libpreload():

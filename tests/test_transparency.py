@@ -34,8 +34,9 @@ def run_both_ways(tmp_path, argv, files=(), env=None, timeout=60):
             results[mode] = subprocess.run(argv, cwd=work, env=run_env, stdin=subprocess.DEVNULL,
                                            capture_output=True, timeout=timeout)
         else:
-            results[mode] = preload("run", "--", *argv, state_dir=tmp_path / "state", cwd=work,
-                                    env=run_env, stdin=subprocess.DEVNULL, timeout=timeout)
+            # the program's own stderr is compared: the agent's alerts go to alerts.jsonl only
+            results[mode] = preload("run", "--no-alerts-stderr", "--", *argv, state_dir=tmp_path / "state",
+                                    cwd=work, env=run_env, stdin=subprocess.DEVNULL, timeout=timeout)
         work.rename(tmp_path / mode)
     bare, agent = ((r.returncode, r.stdout, r.stderr) for r in (results["bare"], results["agent"]))
     assert agent == bare

@@ -76,6 +76,7 @@ FIELDS = frozenset({
     "user.uid", "user.name", "container.id",
     "fd.name", "fd.directory", "fd.filename", "fd.num", "fd.typechar", "fd.type", "fd.l4proto",
     "fd.lip", "fd.lport", "fd.rip", "fd.rport", "fd.cip", "fd.cport", "fd.sip", "fd.sport",
+    "fs.path.name", "fs.path.source", "fs.path.target",
     "preload.stream", "preload.seq", "preload.argv", "preload.attach", "preload.api",
     "preload.truncated", "preload.failed_sends", "preload.end_reason", "preload.reason",
     "preload.binary", "preload.state", "preload.gap_seconds", "preload.stats",
