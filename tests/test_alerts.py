@@ -149,3 +149,63 @@ def test_report_counts_alerts_by_rule_and_priority(tmp_path):
     assert json.loads(r.stdout)["alerts"] == [{"rule": "Shadow read", "priority": "Warning", "count": 2}]
     text = preload("report", state_dir=state).stdout.decode()
     assert "Alerts (2)" in text and "Warning       Shadow read" in text
+
+
+def _receiver():
+    """A local HTTP receiver that keeps what it is posted."""
+    import http.server
+    import threading
+
+    got = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append((self.headers.get("Content-Type"), json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, got
+
+
+def _stop_stats(state):
+    from agent import events, of_type
+    return of_type(events(state), "preload.daemon", **{"preload.state": "stop"})[-1]["preload.stats"]
+
+
+def test_webhook_receives_each_alert_as_falco_posts_it(tmp_path):
+    server, got = _receiver()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        r = preload("run", "--webhook", url, "--rules", _rules(tmp_path, SHADOW_RULE), "--",
+                    "cat", "/etc/shadow", state_dir=tmp_path / "state")
+    finally:
+        server.shutdown()
+    assert r.returncode == 0
+    assert [(ctype, alert["rule"]) for ctype, alert in got] == [("application/json", "Shadow read")]
+    assert got[0][1] == _alerts(tmp_path / "state")[0]
+    assert _stop_stats(tmp_path / "state")["webhook"]["sent"] == 1
+
+
+def test_dead_webhook_receiver_is_counted_and_harms_nothing(tmp_path):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    r = preload("run", "--webhook", f"http://127.0.0.1:{port}/", "--rules", _rules(tmp_path, SHADOW_RULE),
+                "--", "cat", "/etc/shadow", state_dir=tmp_path / "state")
+    assert (r.returncode, r.stdout) == (0, open("/etc/shadow", "rb").read())
+    hook = _stop_stats(tmp_path / "state")["webhook"]
+    assert hook["sent"] == 0 and hook["failed"] + hook["dropped"] == 1
+    assert len(_alerts(tmp_path / "state")) == 1  # the log has it all the same
+
+
+def test_bad_webhook_url_is_refused_before_the_application_starts(tmp_path):
+    r = preload("run", "--webhook", "ftp://example/", "--", "true", state_dir=tmp_path / "state")
+    assert r.returncode == 2
+    assert b"--webhook" in r.stderr and b"Traceback" not in r.stderr
