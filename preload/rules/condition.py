@@ -94,6 +94,8 @@ BOOL_FIELDS = frozenset({"evt.is_open_read", "evt.is_open_write", "preload.trunc
 _ARG_FIELDS = {"proc.aname": True, "proc.apid": True, "evt.arg": False}
 # List-valued fields for which `in` means "any element" (Falco's any-ancestor rule).
 _ANY_FIELDS = frozenset({"proc.aname", "proc.apid"})
+# Fields whose value may be a list (the others are always scalars).
+_LIST_VALUED = _ANY_FIELDS | {"preload.argv", "preload.stats", "evt.arg"}
 
 _SCALAR_OPS = ("==", "=", "!=", "<=", "<", ">=", ">")
 _WORD_SCALAR_OPS = frozenset({"contains", "icontains", "bcontains", "startswith", "bstartswith",
@@ -520,7 +522,13 @@ def _all_of(parts):
         a, b = parts
         return lambda e, s: a(e, s) and b(e, s)
     parts = tuple(parts)
-    return lambda e, s: all(p(e, s) for p in parts)
+
+    def every(e, s):  # a loop: a generator in all() costs more than the checks it runs
+        for p in parts:
+            if not p(e, s):
+                return False
+        return True
+    return every
 
 
 def _any_of(parts):
@@ -528,7 +536,13 @@ def _any_of(parts):
         a, b = parts
         return lambda e, s: a(e, s) or b(e, s)
     parts = tuple(parts)
-    return lambda e, s: any(p(e, s) for p in parts)
+
+    def some(e, s):
+        for p in parts:
+            if p(e, s):
+                return True
+        return False
+    return some
 
 
 def _exists(field, arg):
@@ -686,9 +700,19 @@ def _compare(field, arg, op, items, parser, op_pos):
             return any(x is not None and one(x) for x in v)
         return one(v)
 
-    def check(e, s):
-        return test(s.get(e, field, arg))
-    return check
+    if arg is None and field in FIELDS and field not in _LIST_VALUED:
+        def test(v):  # noqa: F811 (a field that never holds a list: no need to look)
+            return v is not None and one(v)
+
+    if arg is not None:
+        def check(e, s):
+            return test(s.get(e, field, arg))
+        return check
+
+    def check_plain(e, s):
+        v = e.get(field)  # most fields are in the event itself: ask the source only for the rest
+        return test(v if v is not None else s.get(e, field, None))
+    return check_plain
 
 
 # --------------------------------------------------------------------------- entry point
