@@ -231,7 +231,7 @@ def test_async_signal_safe_calls_work_on_a_sigstksz_alternate_stack(collector, c
 # ---- the program's behaviour ----
 
 COMMANDS = {
-    "ls": (["ls", "-la", "/"], None),
+    "ls": (["ls", "-la", "/usr/share/common-licenses"], None),  # a directory nothing else changes
     "ls-missing": (["ls", "/nonexistent-pl"], None),
     "cat": (["cat", "/etc/os-release"], None),
     "sh": (["sh", "-c", "echo hi; echo err >&2; exit 3"], None),
