@@ -272,6 +272,7 @@ class Enricher:
 
     def _open(self, rec, proc):
         e = self._common(rec, proc, _OPEN_TYPE.get(rec["api"], "openat"))
+        e["evt.dir"] = "<"  # every record but an exec attempt describes a call that has returned
         path, flags = rec["path"], rec["flags"]
         acc = flags & os.O_ACCMODE
         directory, _, filename = path.rpartition("/")
@@ -307,6 +308,7 @@ class Enricher:
     def _net(self, rec, proc):
         api = rec["api"]
         e = self._common(rec, proc, api)
+        e["evt.dir"] = "<"
         typechar, ftype = _FAMILY.get(rec["family"], ("", ""))
         res = rec["res"]
         e.update({"evt.res": res_name(res), "fd.num": res if api.startswith("accept") and res >= 0 else rec["fd"],
@@ -335,7 +337,7 @@ class Enricher:
         arg_names, str_names = _CALLS.get(api, ((), ()))
         evt_type = "preload.foreign_syscall" if api == "foreign_abi" else api
         e = self._common(rec, proc, evt_type)
-        e["evt.res"] = res_name(rec["res"])
+        e.update({"evt.dir": "<", "evt.res": res_name(rec["res"])})
         for name, value in zip(arg_names, rec["args"]):
             if name:
                 e[f"evt.arg.{name}"] = value

@@ -265,7 +265,18 @@ def test_evt_arg_is_read_by_dotted_name_or_bracketed_name():
     assert match("evt.arg.flags contains O_RDONLY", OPEN_SHADOW)
     assert match("evt.arg[flags] = O_RDONLY", OPEN_SHADOW)
     assert match("evt.arg.whatever exists", {"evt.arg.whatever": "x"})
-    assert not match("evt.arg[0] exists", OPEN_SHADOW)
+
+
+def test_positional_evt_arg_is_an_unknown_field_so_its_rule_is_skipped_not_silent():
+    with pytest.raises(ConditionError, match=r"unknown field 'evt.arg\[0\]'"):
+        compile_condition("evt.arg[0] contains AF_PACKET")
+
+
+def test_quoted_list_items_are_strings_as_falco_pastes_them():
+    lists = {"shells": ['"(systemd)"', "'bash'", "sh"]}
+    for name in ("(systemd)", "bash", "sh"):
+        assert compile_condition("proc.name in (shells)", lists=lists)({"proc.name": name})
+    assert not compile_condition("proc.name in (shells)", lists=lists)({"proc.name": '"(systemd)"'})
 
 
 def test_custom_field_source_receives_field_and_argument():

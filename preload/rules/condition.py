@@ -361,6 +361,10 @@ class _Parser:
             self.pos += 1
             if name not in _ARG_FIELDS:
                 self.error(f"field {name!r} does not take an argument", start)
+            if name == "evt.arg" and _number(arg) is not None:
+                # skipped, not a silent never-match: events name their arguments, not number them
+                self.error(f"unknown field 'evt.arg[{arg}]' (arguments are known by name: "
+                           f"evt.arg.NAME)", start)
             if _ARG_FIELDS[name] or _number(arg) is not None:
                 n = _number(arg)
                 if not isinstance(n, int) or n < 0:
@@ -512,6 +516,8 @@ class _Parser:
             text = ("true" if item else "false") if isinstance(item, bool) else str(item)
             if text in self.lists:
                 out.extend(self.expand_list(text, pos, seen + [name]))
+            elif len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+                out.append(text[1:-1])  # Falco pastes items into the condition: quotes quote
             else:
                 out.append(text)
         return out
