@@ -52,6 +52,7 @@ class Fields(EventFields):
         self._procs = procs
         self._container = container
         self._users = {}
+        self.memo = {}  # macro results for the event being checked (see rules.condition)
 
     def _ancestors(self, event):
         return [(p.pid, p.name) for p in self._procs.ancestors(event.get("proc.pid"))]
@@ -106,6 +107,7 @@ class Alerter:
         self.count = 0
 
     def check(self, event):
+        self.fields.memo.clear()
         for rule in self.ruleset.candidates(event):
             if rule.check(event, self.fields):
                 alert = self.alert(rule, event)

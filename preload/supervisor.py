@@ -27,7 +27,10 @@ TRACER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload-trace
 TRACER_STOP_SECONDS = 2  # for the last records of traced processes; orphans may trace on after us
 # the agent's own variables: the helpers must never carry the hook
 AGENT_ENV = ("LD_PRELOAD", "PRELOAD_SOCKET", "PRELOAD_TRACE")
-DAEMON_LOG_ENV = {"LOGURU_LEVEL": "WARNING", "LOGURU_FORMAT": "preload-daemon: <level>{message}</level>"}
+DAEMON_ENV = {"LOGURU_LEVEL": "WARNING", "LOGURU_FORMAT": "preload-daemon: <level>{message}</level>",
+                  # glibc's malloc would hand the daemon's batch memory back to the kernel after
+                  # every round and fault it in again: a minor fault or two per record
+                  "MALLOC_TRIM_THRESHOLD_": "268435456", "MALLOC_TOP_PAD_": "16777216"}
 
 
 def warn(message):
@@ -90,7 +93,7 @@ def needs_tracer(exe):
 
 def daemon_env(base):
     env = {k: v for k, v in base.items() if k not in AGENT_ENV}
-    for k, v in DAEMON_LOG_ENV.items():
+    for k, v in DAEMON_ENV.items():
         env.setdefault(k, v)
     return env
 

@@ -336,7 +336,7 @@ class _Parser:
             self.error(f"macro {name!r} is not a condition string", start)
         inner = _Parser(body, self.macros, self.lists, self.fields, self.expanding + [name])
         try:
-            return inner.parse()
+            return _remembered((name, body), inner.parse())
         except ConditionError as exc:
             if exc.message.startswith(("macro loop", "in macro")):
                 raise ConditionError(exc.message, start) from None
@@ -523,6 +523,20 @@ class _Parser:
         return out
 
 
+def _remembered(key, check):
+    """A macro's result, computed once per event when the field source keeps a `memo` dict for
+    the event (the daemon's does: many rules of one ruleset share open_read, spawned_process…)."""
+    def macro(e, s):
+        memo = getattr(s, "memo", None)
+        if memo is None:
+            return check(e, s)
+        r = memo.get(key)
+        if r is None:
+            r = memo[key] = bool(check(e, s))
+        return r
+    return macro
+
+
 def _all_of(parts):
     if len(parts) == 2:
         a, b = parts
@@ -706,17 +720,24 @@ def _compare(field, arg, op, items, parser, op_pos):
             return any(x is not None and one(x) for x in v)
         return one(v)
 
-    if arg is None and field in FIELDS and field not in _LIST_VALUED:
-        def test(v):  # noqa: F811 (a field that never holds a list: no need to look)
-            return v is not None and one(v)
 
     if arg is not None:
         def check(e, s):
             return test(s.get(e, field, arg))
         return check
 
+    if field in FIELDS and field not in _LIST_VALUED:
+        def check_scalar(e, s):  # the hot path: one call per comparison, then the operator's
+            v = e.get(field)  # most fields are in the event itself: ask the source for the rest
+            if v is None:
+                v = s.get(e, field, None)
+                if v is None:
+                    return False
+            return one(v)
+        return check_scalar
+
     def check_plain(e, s):
-        v = e.get(field)  # most fields are in the event itself: ask the source only for the rest
+        v = e.get(field)
         return test(v if v is not None else s.get(e, field, None))
     return check_plain
 
