@@ -63,7 +63,7 @@ class EventLog:
         os.close(self._fd)
 
 
-class AlertStream:
+class AlertStream(EventLog):
     """Alerts as JSON lines on a file descriptor we do not own (stderr: the container's log
     stream), written once per batch; a write that fails is counted, never retried."""
 
@@ -72,19 +72,12 @@ class AlertStream:
         self._lines = []
         self.failed = 0
 
-    def add(self, alert):
-        self._lines.append(orjson.dumps(alert))
-
     def flush(self):
-        if self._lines:
-            self._lines.append(b"")
-            data = b"\n".join(self._lines)
+        try:
+            super().flush()
+        except OSError:
             self._lines.clear()
-            try:
-                while data:
-                    data = data[os.write(self._fd, data):]
-            except OSError:
-                self.failed += 1
+            self.failed += 1
 
     close = flush
 
