@@ -13,7 +13,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HOOK = "preload.libpreload"
-SHARED_C = ["csrc/record.c", "csrc/paths.c", "csrc/netaddr.c", "csrc/elfkind.c"]
+SHARED_C = ["csrc/record.c", "csrc/paths.c", "csrc/netaddr.c"]  # the hook's and the tracer's
 TRACER = "preload-trace"
 
 
@@ -54,7 +54,7 @@ class BuildExt(build_ext):
 
 hook = Extension(
     HOOK,
-    sources=sorted(glob.glob("csrc/hook/*.c")) + SHARED_C,
+    sources=sorted(glob.glob("csrc/hook/*.c")) + SHARED_C + ["csrc/elfkind.c"],  # decides at exec
     depends=["csrc/preload_wire.h", "csrc/common.h", "csrc/hook/hook.h"],
     extra_compile_args=[
         "-fvisibility=hidden", "-fno-delete-null-pointer-checks", "-Wall", "-Wextra",

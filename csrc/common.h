@@ -23,6 +23,8 @@ void pl_rec_begin(struct pl_rec *r, char *buf, size_t cap, unsigned kind, unsign
 void pl_rec_str(struct pl_rec *r, const char *s);
 /* Counts the NUL-terminated string already written at the end of the record. */
 void pl_rec_adopt(struct pl_rec *r);
+/* A COUNTS record whose n entries the caller has written after the body, in buf. */
+void pl_rec_counts(struct pl_rec *r, char *buf, size_t cap, unsigned source, uint32_t n);
 /* Fills in size, string count and the truncation flag; the sender stamps the rest. */
 void pl_rec_close(struct pl_rec *r);
 
@@ -37,6 +39,9 @@ void pl_net_fill(struct preload_net *n, struct pl_ends *e, int sock, const void 
 
 /* Lexical normalisation of an absolute path in place: //, /./ and /x/../ collapse. */
 void pl_normalize(char *p);
+/* out holds a directory (base bytes; 0 for none); appends "/" and path, normalised. 0, or -1 when
+ * a relative path had no directory or the result had to be cut (out then holds what fits). */
+int pl_join(char *out, size_t base, const char *path, size_t cap);
 /* Credentials, keys, the loader's configuration: never aggregated, always recorded. */
 int pl_sensitive(const char *abspath);
 /* Devices that swallow or produce bytes: writing to them is not worth a record each time. */

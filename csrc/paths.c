@@ -2,6 +2,7 @@
  * refuse to aggregate, the same files. */
 #include "common.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const char *const sensitive_prefix[] = {
@@ -58,3 +59,15 @@ void pl_normalize(char *p)
     *w = 0;
 }
 
+int pl_join(char *out, size_t base, const char *path, size_t cap)
+{
+    size_t n = strlen(path);
+    if ((base || path[0] == '/') && base + 1 + n + 1 <= cap) {
+        out[base] = '/';
+        memcpy(out + base + 1, path, n + 1);
+        pl_normalize(out);
+        return 0;
+    }
+    snprintf(out + base, cap - base, "%s%s", base ? "/" : "", path); /* what fits, as given */
+    return -1;
+}

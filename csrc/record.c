@@ -42,6 +42,14 @@ void pl_rec_adopt(struct pl_rec *r)
     r->nstr++;
 }
 
+void pl_rec_counts(struct pl_rec *r, char *buf, size_t cap, unsigned source, uint32_t n)
+{
+    struct preload_counts body = {n, 0};
+    pl_rec_begin(r, buf, cap, PRELOAD_REC_COUNTS, source, &body, sizeof body);
+    r->len += n * sizeof(struct preload_count); /* the entries are in place already */
+    r->nstr = (int)n;
+}
+
 void pl_rec_close(struct pl_rec *r)
 {
     struct preload_hdr *h = (struct preload_hdr *)r->buf;

@@ -10,14 +10,13 @@ import re
 import socket
 import time
 
-from preload.rules import EventFields, load_rules, render_output
+from preload.rules import EventFields, load_rules, output_fields, render_output
 
 DEFAULT_RULES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "rules", "default_rules.yaml")
 # Falco prints priorities capitalised in its alerts
 PRIORITY_NAMES = {"EMERGENCY": "Emergency", "ALERT": "Alert", "CRITICAL": "Critical", "ERROR": "Error",
                   "WARNING": "Warning", "NOTICE": "Notice", "INFORMATIONAL": "Informational",
                   "DEBUG": "Debug"}
-_OUTPUT_FIELD = re.compile(r"%([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_]+)+)(\[[^\]]*\])?")
 
 
 def rule_paths(given):
@@ -117,29 +116,12 @@ class Alerter:
 
     def alert(self, rule, event):
         priority = PRIORITY_NAMES.get(rule.priority, rule.priority.capitalize())
-        fields = {}
-        for m in _OUTPUT_FIELD.finditer(rule.output):
-            name = m.group(0)[1:]
-            fields[name] = render_value(self.fields, event, m.group(1), m.group(2))
         t = event.get("time", "")
         clock = t[11:29] if len(t) >= 29 else t  # HH:MM:SS.nnnnnnnnn, as Falco prefixes its lines
         return {"time": t, "rule": rule.name, "priority": priority,
                 "output": f"{clock}: {priority} {render_output(rule.output, event, self.fields)}",
-                "output_fields": fields, "source": "syscall", "tags": list(rule.tags),
+                "output_fields": output_fields(rule.output, event, self.fields), "source": "syscall", "tags": list(rule.tags),
                 "hostname": self.hostname}
-
-
-def render_value(source, event, name, bracket):
-    """A field's value for output_fields: JSON values as they are, <NA>-free (None)."""
-    arg = bracket[1:-1] if bracket else None
-    if arg is not None and arg.isdigit():
-        arg = int(arg)
-    elif arg is not None and name == "evt.arg":
-        name, arg = f"evt.arg.{arg}", None
-    try:
-        return source.get(event, name, arg)
-    except Exception:  # a field that cannot be answered is shown as missing
-        return None
 
 
 def load(given):

@@ -176,11 +176,17 @@ class Supervisor:
     def _tracer_died(self, code, restart):
         what = "restarting it" if restart else "the application had ended with it"
         warn(f"the tracer exited with status {code}; {what} (traced processes end with it)")
+        self._log_event("preload.tracer", **{"preload.state": "restart" if restart else "died",
+                                             "preload.previous_status": code})
+
+    def _log_event(self, evt_type, **fields):
+        """An event of the wrapper's own in the event log (lines are appended whole: the daemon
+        writes the same file)."""
         from preload import events
         from preload.daemon import EventLog
+
         log = EventLog(self.state.events)
-        log.add(events.agent_event("preload.tracer", **{"preload.state": "restart" if restart else "died",
-                                                        "preload.previous_status": code}))
+        log.add(events.agent_event(evt_type, **fields))
         log.close()
 
     def _tracer_exited(self, status):
@@ -300,8 +306,7 @@ class Supervisor:
     def _note_blind_spot(self, exe):
         if self.attach == "none":
             return
-        from preload import elf, events
-        from preload.daemon import EventLog
+        from preload import elf
 
         target = elf.classify(exe)
         if target.attach != "ptrace":
@@ -309,11 +314,8 @@ class Supervisor:
         reason = (f"{target.kind} program: libc hooks cannot see inside it and the tracer is not "
                   f"in use (--attach {self.attach}); its activity is not observed")
         warn(f"{exe}: {reason}")
-        log = EventLog(self.state.events)
-        log.add(events.agent_event("preload.blindspot", **{
-            "evt.arg.filename": exe, "preload.binary": target.kind, "preload.reason": reason,
-            "proc.pid": os.getpid()}))
-        log.close()
+        self._log_event("preload.blindspot", **{"evt.arg.filename": exe, "preload.binary": target.kind,
+                                                "preload.reason": reason, "proc.pid": os.getpid()})
 
 
 def _listen(path):

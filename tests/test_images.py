@@ -127,8 +127,8 @@ def image(podman):
     intermediate images, and images this fixture built before that no longer carry the tag (a rebuild
     moved it, or two sessions raced) are removed: a label tells them from anyone else's."""
     if _image_id(podman, BASE) is None:
-        _unavailable(f"base image {BASE} is not present (no registry here: build it with container-lab's "
-                     f"setup.sh, or name another with PRELOAD_TEST_IMAGE_BASE)")
+        _unavailable(f"base image {BASE} is not present (there is no registry to pull it from: "
+                     f".ci/run sets it up, or name another with PRELOAD_TEST_IMAGE_BASE)")
     cmd = [podman, "build", "--layers=false", "--label", LABEL, "-f", str(DOCKERFILE), "--build-arg",
            f"BASE={BASE}", "-t", TAG, str(REPO)]
     started = time.monotonic()

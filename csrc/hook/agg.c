@@ -46,25 +46,9 @@ int pl_abspath(int dirfd, const char *path, char *out, size_t cap)
 {
     size_t base = 0;
     if (!path) path = "";
-    if (path[0] != '/') {
-        if (dirfd == AT_FDCWD) {
-            if (!getcwd(out, cap)) goto as_given;
-        } else if (pl_fdpath(dirfd, out, cap) != 0) {
-            goto as_given;
-        }
+    if (path[0] != '/' && (dirfd == AT_FDCWD ? getcwd(out, cap) != NULL : pl_fdpath(dirfd, out, cap) == 0))
         base = strlen(out);
-    }
-    size_t n = strlen(path);
-    if (base + 1 + n + 1 > cap) goto cut;
-    out[base] = '/';
-    memcpy(out + base + 1, path, n + 1);
-    pl_normalize(out);
-    return 0;
-as_given:
-    base = 0;
-cut:
-    snprintf(out + base, cap - base, "%s%s", base ? "/" : "", path);
-    return -1;
+    return pl_join(out, base, path, cap);
 }
 
 static uint64_t hash_path(const char *p, int res, int mode)
@@ -172,11 +156,8 @@ void pl_flush_counts(void)
             n++;
         }
         if (n && (n == PER_RECORD || i == PL_SLOTS)) {
-            struct preload_counts body = {n, 0};
             struct pl_rec r;
-            pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_COUNTS, PRELOAD_SRC_HOOK, &body, sizeof body);
-            r.len += n * sizeof(struct preload_count);
-            r.nstr = (int)n;
+            pl_rec_counts(&r, buf, sizeof buf, PRELOAD_SRC_HOOK, n);
             pl_rec_send(&r);
             n = 0;
         }

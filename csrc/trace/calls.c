@@ -243,23 +243,14 @@ void calls_flush_counts(struct proc *p)
             n++;
         }
         if (n && (n == PER_RECORD || i == SEEN_SLOTS)) {
-            struct preload_counts body = {n, 0};
             struct pl_rec r;
-            pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_COUNTS, PRELOAD_SRC_PTRACE, &body, sizeof body);
-            r.len += n * sizeof(struct preload_count);
-            r.nstr = (int)n;
+            pl_rec_counts(&r, buf, sizeof buf, PRELOAD_SRC_PTRACE, n);
             out_send(p, &r);
             n = 0;
         }
     }
     p->unsent = 0;
 }
-
-struct open_args {
-    int dirfd, flags;
-    unsigned mode;
-    uint64_t path;
-};
 
 static int open_args(struct task *t, const struct call *c, struct open_args *o)
 {
@@ -286,16 +277,17 @@ static int open_args(struct task *t, const struct call *c, struct open_args *o)
  * and the like) are aggregated; the result is taken to be the first one's. */
 static int open_repeat(struct task *t, const struct call *c)
 {
-    struct open_args o;
+    struct open_args *o = &t->open;
     t->key = 0;
     t->path[0] = 0;
-    if (open_args(t, c, &o) != 0 || pl_peek_str(t->tid, o.path, t->path, sizeof t->path) < 0) return 0;
+    t->open_ok = open_args(t, c, o) == 0; /* kept for the exit stop, which describes the open */
+    if (!t->open_ok || pl_peek_str(t->tid, o->path, t->path, sizeof t->path) < 0) return 0;
     if (t->path[0] != '/') return 0;
     char norm[PATH_MAX];
     strcpy(norm, t->path);
     pl_normalize(norm);
-    if (pl_sensitive(norm) || (is_write(o.flags) && !pl_quiet_sink(norm))) return 0;
-    uint64_t key = repeat_key(norm, o.flags & O_ACCMODE);
+    if (pl_sensitive(norm) || (is_write(o->flags) && !pl_quiet_sink(norm))) return 0;
+    uint64_t key = repeat_key(norm, o->flags & O_ACCMODE);
     struct seen *s = seen_find(t->proc, key, 0);
     if (s) {
         s->count++;
@@ -308,13 +300,13 @@ static int open_repeat(struct task *t, const struct call *c)
 
 static void send_open(struct task *t, const struct call *c, int res)
 {
-    struct open_args o;
-    if (open_args(t, c, &o) != 0) return;
-    struct preload_open rec = {.api = c->api, .flags = o.flags, .res = res,
-                               .mode = (o.flags & O_CREAT) || (o.flags & O_TMPFILE) == O_TMPFILE ? o.mode : 0};
+    const struct open_args *o = &t->open;
+    if (!t->open_ok) return;
+    struct preload_open rec = {.api = c->api, .flags = o->flags, .res = res,
+                               .mode = (o->flags & O_CREAT) || (o->flags & O_TMPFILE) == O_TMPFILE ? o->mode : 0};
     char path[PATH_MAX];
     if (res < 0 || pl_tracee_fdpath(t->tid, res, path, sizeof path) != 0)
-        pl_tracee_abspath(t->tid, o.dirfd, t->path, path, sizeof path);
+        pl_tracee_abspath(t->tid, o->dirfd, t->path, path, sizeof path);
     if (t->key && !pl_sensitive(path) && seen_find(t->proc, t->key, 1)) {
         rec.repeatable = 1;
         rec.path_hash = t->key;
@@ -482,15 +474,14 @@ void calls_exit(struct task *t, const void *info)
 static void send_start(struct task *t)
 {
     struct proc *p = t->proc;
-    char buf[REC_CAP], link[64];
+    char buf[REC_CAP];
     struct preload_start s = {.uid = p->uid, .euid = p->euid, .gid = p->gid, .egid = p->egid,
                               .attach = PRELOAD_SRC_PTRACE};
     struct pl_rec r;
     pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_START, PRELOAD_SRC_PTRACE, &s, sizeof s);
-    for (const char *what = "exe"; what; what = strcmp(what, "exe") ? NULL : "cwd") {
-        snprintf(link, sizeof link, "/proc/%d/%s", p->tgid, what);
-        ssize_t n = readlink(link, r.buf + r.len, PATH_MAX - 1);
-        r.buf[r.len + (n > 0 ? n : 0)] = 0;
+    static const char *const links[] = {"exe", "cwd"}; /* written in place: no second buffer */
+    for (unsigned i = 0; i < 2; i++) {
+        if (pl_tracee_link(p->tgid, links[i], r.buf + r.len, PATH_MAX) != 0) r.buf[r.len] = 0;
         pl_rec_adopt(&r);
     }
     uint32_t argc = 0;

@@ -67,6 +67,13 @@ struct proc {
     uint64_t unsent;   /* repeats not yet sent as COUNTS */
 };
 
+/* an open's arguments, as read at its entry stop */
+struct open_args {
+    int dirfd, flags;
+    unsigned mode;
+    uint64_t path;
+};
+
 /* one thread */
 struct task {
     pid_t tid;
@@ -75,6 +82,8 @@ struct task {
     int handoff;         /* the next execve is the launcher's: the hook recorded it */
     uint64_t args[6];
     uint64_t key;        /* opens: the entry's repeat key */
+    struct open_args open; /* opens: read at entry, used at exit */
+    int open_ok;
     char *argv;          /* execve: the new image's argv, NUL-separated, for its start record */
     size_t argv_len;
     uint32_t argc;
@@ -88,6 +97,8 @@ ssize_t pl_peek(pid_t pid, uint64_t addr, void *out, size_t len);
 ssize_t pl_peek_str(pid_t pid, uint64_t addr, char *out, size_t cap);
 /* Resolves path (relative to dirfd of the tracee, or its cwd) into out, normalised. */
 void pl_tracee_abspath(pid_t pid, int dirfd, const char *path, char *out, size_t cap);
+/* readlink of /proc/PID/WHAT (exe, cwd, fd/N) into out; -1 when there is none. */
+int pl_tracee_link(pid_t pid, const char *what, char *out, size_t cap);
 /* The file behind the tracee's fd; -1 when it has none. */
 int pl_tracee_fdpath(pid_t pid, int fd, char *out, size_t cap);
 /* Tgid, PPid and credentials of a task, from /proc; 0 on success. */

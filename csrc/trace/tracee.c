@@ -36,7 +36,7 @@ ssize_t pl_peek_str(pid_t pid, uint64_t addr, char *out, size_t cap)
     return got ? (ssize_t)got : -1;
 }
 
-static int proc_link(pid_t pid, const char *what, char *out, size_t cap)
+int pl_tracee_link(pid_t pid, const char *what, char *out, size_t cap)
 {
     char link[64];
     snprintf(link, sizeof link, "/proc/%d/%s", pid, what);
@@ -50,23 +50,17 @@ int pl_tracee_fdpath(pid_t pid, int fd, char *out, size_t cap)
 {
     char what[32];
     snprintf(what, sizeof what, "fd/%d", fd);
-    return proc_link(pid, what, out, cap);
+    return pl_tracee_link(pid, what, out, cap);
 }
 
 void pl_tracee_abspath(pid_t pid, int dirfd, const char *path, char *out, size_t cap)
 {
     size_t base = 0;
-    if (path[0] != '/') {
-        int ok = dirfd == AT_FDCWD ? proc_link(pid, "cwd", out, cap) : pl_tracee_fdpath(pid, dirfd, out, cap);
-        if (ok == 0 && out[0] == '/') base = strlen(out);
-    }
-    if (base + 1 + strlen(path) + 1 > cap || (!base && path[0] != '/')) {
-        snprintf(out, cap, "%s", path); /* as given: better than nothing */
-        return;
-    }
-    out[base] = '/';
-    strcpy(out + base + 1, path);
-    pl_normalize(out);
+    if (path[0] != '/' &&
+        (dirfd == AT_FDCWD ? pl_tracee_link(pid, "cwd", out, cap) : pl_tracee_fdpath(pid, dirfd, out, cap)) == 0 &&
+        out[0] == '/')
+        base = strlen(out);
+    pl_join(out, base, path, cap);
 }
 
 int pl_task_status(pid_t tid, pid_t *tgid, struct proc *p)

@@ -20,7 +20,8 @@ match. ``Ruleset.candidates(event)`` looks the event's type up in an index built
 ``evaluate`` never runs a rule for ``open`` on an ``execve`` event.
 
 ``render_output(template, event, source=None)`` substitutes Falco's ``%field`` and
-``%field[arg]``; a field without a value renders as ``<NA>``.
+``%field[arg]``; a field without a value renders as ``<NA>``. ``output_fields`` gives the same
+fields with their values, as Falco's JSON alerts carry them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import yaml
 
 from .condition import FIELDS, ConditionError, EventFields, compile_condition
 
-__all__ = ["Rule", "Problem", "Ruleset", "load_rules", "render_output", "PRIORITIES"]
+__all__ = ["Rule", "Problem", "Ruleset", "load_rules", "output_fields", "render_output", "PRIORITIES"]
 
 PRIORITIES = ("EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE", "INFORMATIONAL",
               "DEBUG")
@@ -699,23 +700,31 @@ def _render_value(value) -> str:
     return str(value)
 
 
+def _output_value(src, event, m):
+    """The value of the ``%field`` or ``%field[arg]`` that m matched, or None."""
+    name, arg = m.group(1), m.group(2)
+    if arg is not None:
+        if arg.isdigit():
+            arg = int(arg)
+        elif name == "evt.arg":
+            name, arg = "evt.arg." + arg, None
+    try:
+        value = src.get(event, name, arg)
+    except Exception:  # a field source that cannot answer renders like a missing value
+        value = None
+    if value is None and name == "evt.time" and arg is None:
+        value = event.get("time")
+    return value
+
+
 def render_output(template: str, event: Mapping[str, Any], source=None) -> str:
     """Falco's output: each ``%field`` or ``%field[arg]`` replaced by the event's value."""
     src = _DEFAULT_FIELDS if source is None else source
+    return _OUTPUT_FIELD_RE.sub(lambda m: _render_value(_output_value(src, event, m)), template)
 
-    def sub(m):
-        name, arg = m.group(1), m.group(2)
-        if arg is not None:
-            if arg.isdigit():
-                arg = int(arg)
-            elif name == "evt.arg":
-                name, arg = "evt.arg." + arg, None
-        try:
-            value = src.get(event, name, arg)
-        except Exception:  # a field source that cannot answer renders like a missing value
-            value = None
-        if value is None and name == "evt.time" and arg is None:
-            value = event.get("time")
-        return _render_value(value)
 
-    return _OUTPUT_FIELD_RE.sub(sub, template)
+def output_fields(template: str, event: Mapping[str, Any], source=None) -> dict:
+    """Falco's output_fields: each field of the template as written (``proc.aname[2]``) and its
+    value (None when it has none)."""
+    src = _DEFAULT_FIELDS if source is None else source
+    return {m.group(0)[1:]: _output_value(src, event, m) for m in _OUTPUT_FIELD_RE.finditer(template)}
