@@ -1320,25 +1320,34 @@ def ratio_vs(v, target, strace):
     return "met" if ok else "MISSED"
 
 
-def fig_exec_static(env, reps):
-    say(f"\n6. exec-heavy, static: execloop (-static) forks and execs a static true {EXECS} times, waiting for each")
-    prog = [env.bins["execloop-static"], env.bins["true-static"], str(EXECS)]
-    daemon = Daemon(env, env.tmp / "fig6-daemon").start()
-    tracer = Tracer(env, daemon, env.tmp / "fig6-tracer").start()
-    run_col, run_loss, run_info = traced_run_column(env, "preload_run", "agent, end to end: preload run -- prog",
-                                                    prog, env.tmp / "fig6-run")
+def measure_traced(env, tag, prog, cols, reps, label):
+    """measure() of bare, the tracer's steady state (a daemon and `preload-trace serve` running for
+    the whole figure, the program started by the launcher) and cols; returns (result, the steady
+    state's log analysis, the tracer's stats)."""
+    daemon = Daemon(env, env.tmp / f"{tag}-daemon").start()
+    tracer = Tracer(env, daemon, env.tmp / f"{tag}-tracer").start()
     cols = [Column("bare", "bare", prog, clean_env()),
             Column("tracer", "agent, steady state: tracer + daemon running", tracer.argv(prog), tracer.run_env()),
-            run_col]
-    if env.strace:
-        cols.append(Column("strace_bpf", STRACE_TRACED, strace_traced(env, prog), clean_env()))
+            *cols]
     try:
-        result = measure(cols, reps, "exec-heavy static")
+        result = measure(cols, reps, label)
     finally:
         tstat = tracer.stop()
         daemon.stop()
     steady = analyse_log(daemon.events)
     steady["runs"] = reps + 1
+    return result, steady, tstat
+
+
+def fig_exec_static(env, reps):
+    say(f"\n6. exec-heavy, static: execloop (-static) forks and execs a static true {EXECS} times, waiting for each")
+    prog = [env.bins["execloop-static"], env.bins["true-static"], str(EXECS)]
+    run_col, run_loss, run_info = traced_run_column(env, "preload_run", "agent, end to end: preload run -- prog",
+                                                    prog, env.tmp / "fig6-run")
+    cols = [run_col]
+    if env.strace:
+        cols.append(Column("strace_bpf", STRACE_TRACED, strace_traced(env, prog), clean_env()))
+    result, steady, tstat = measure_traced(env, "fig6", prog, cols, reps, "exec-heavy static")
     target = TARGETS["exec_static"][2]
     strace = result["strace_bpf"]["ratio"] if "strace_bpf" in result else None
     below = f" and < strace's {strace:.2f}x" if strace else ""
@@ -1365,28 +1374,18 @@ def fig_exec_static(env, reps):
 def fig_file_static(env, reps):
     say(f"\n7. file-heavy, static: openclose (-static), {OPENS:,} x open({OPEN_PATH}, O_RDONLY) + close, one process")
     prog = [env.bins["openclose-static"], OPEN_PATH, str(OPENS)]
-    daemon = Daemon(env, env.tmp / "fig7-daemon").start()
-    tracer = Tracer(env, daemon, env.tmp / "fig7-tracer").start()
     run_col, run_loss, run_info = traced_run_column(env, "preload_run", "agent, end to end: preload run -- prog",
                                                     prog, env.tmp / "fig7-run")
     full_col, full_loss, full_info = traced_run_column(
         env, "preload_run_full", "agent, end to end: preload run --trace-profile full -- prog", prog,
         env.tmp / "fig7-run-full", options=("--trace-profile", "full"))
-    cols = [Column("bare", "bare", prog, clean_env()),
-            Column("tracer", "agent, steady state: tracer + daemon running", tracer.argv(prog), tracer.run_env()),
-            run_col, full_col]
+    cols = [run_col, full_col]
     if env.strace:
         n = 1 if env.quick else 5
         runs = f"{min(n, reps)} run{'s' if min(n, reps) > 1 else ''}"
         cols.append(Column("strace_bpf", f"{STRACE_TRACED} ({runs})", strace_traced(env, prog), clean_env(),
                            warmup=False, max_reps=n))
-    try:
-        result = measure(cols, reps, "file-heavy static")
-    finally:
-        tstat = tracer.stop()
-        daemon.stop()
-    steady = analyse_log(daemon.events)
-    steady["runs"] = reps + 1
+    result, steady, tstat = measure_traced(env, "fig7", prog, cols, reps, "file-heavy static")
     target = TARGETS["file_static"][2]
     strace = result["strace_bpf"]["ratio"] if "strace_bpf" in result else None
     full = result["preload_run_full"]["ratio"]
