@@ -97,6 +97,7 @@
 #define PRELOAD_API_LINKAT 89       /* strings: existing path, new link */
 #define PRELOAD_API_SYMLINK 90      /* strings: target as written, new link */
 #define PRELOAD_API_SYMLINKAT 91    /* strings: target as written, new link */
+#define PRELOAD_API_HOOK_REMOVED 98 /* an exec whose environment lost the hook; strings: program, argv[...] */
 #define PRELOAD_API_FOREIGN_ABI 99  /* a 32-bit or x32 system call, refused; args[0] its number */
 
 /* exec phases */

@@ -43,7 +43,10 @@ _CALLS = {
     "link": ((), ("oldpath", "newpath")), "linkat": (("olddir", None, "newdir", None, "flags"), ("oldpath", "newpath")),
     "symlink": ((), ("target", "linkpath")), "symlinkat": ((None, "linkdirfd"), ("target", "linkpath")),
     "foreign_abi": (("nr", "arch"), ()),
+    "hook_removed": ((), ("filename",)),
 }
+# CALL records that are the agent's own observations, not a system call of that name
+_PRELOAD_CALLS = {"foreign_abi": "preload.foreign_syscall", "hook_removed": "preload.hook_removed"}
 _PATH_FIELDS = {"path": "fs.path.name", "name": "fs.path.name", "filename": "fs.path.name",
                 "oldpath": "fs.path.source", "newpath": "fs.path.target",
                 "target": "fs.path.source", "linkpath": "fs.path.target"}
@@ -335,7 +338,7 @@ class Enricher:
     def _call(self, rec, proc):
         api = rec["api"]
         arg_names, str_names = _CALLS.get(api, ((), ()))
-        evt_type = "preload.foreign_syscall" if api == "foreign_abi" else api
+        evt_type = _PRELOAD_CALLS.get(api, api)
         e = self._common(rec, proc, evt_type)
         e.update({"evt.dir": "<", "evt.res": res_name(rec["res"])})
         for name, value in zip(arg_names, rec["args"]):
@@ -351,6 +354,9 @@ class Enricher:
                       "fd.l4proto": _L4.get(stype, "")})
         elif api == "ptrace":
             e["evt.arg.request"] = _PTRACE_REQUESTS.get(rec["args"][0], str(rec["args"][0]))
+        elif api == "hook_removed":
+            e["preload.argv"] = " ".join(rec["strings"][1:])
+            e["preload.reason"] = "exec with the hook taken out of LD_PRELOAD: put back"
         elif api == "foreign_abi":
             e["preload.reason"] = "a system call of another ABI (int 0x80 or x32): refused with ENOSYS"
         return [e]

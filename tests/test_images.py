@@ -20,6 +20,8 @@ import pytest
 from tools import need
 from agent import events, of_type, starts
 
+pytestmark = pytest.mark.images
+
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "images" / "python" / "Dockerfile"
 TAG = "localhost/preload-python:test"

@@ -10,9 +10,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from agent import events, of_type, preload, starts
 from preload import elf
 from tools import need
+
+pytestmark = pytest.mark.transparency
 
 BASE_ENV = {"PATH": os.environ["PATH"], "TZ": "UTC", "LC_ALL": "C", "LANG": "C"}
 
