@@ -140,8 +140,10 @@ def _label(kind, name):
     return f"{kind} {name!r}" if name is not None else kind
 
 
-class _RulesYamlLoader(yaml.SafeLoader):
-    """SafeLoader that reads a bare ``=`` (YAML's "value" tag, common in ``comps``) as text."""
+class _RulesYamlLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """SafeLoader that reads a bare ``=`` (YAML's "value" tag, common in ``comps``) as text.
+
+    libyaml's parser where PyYAML has it: the pure-Python one is most of the daemon's start-up."""
 
 
 _RulesYamlLoader.add_constructor("tag:yaml.org,2002:value",
