@@ -2,12 +2,16 @@
 
 libpreload.so is the LD_PRELOAD object. It is built as a setuptools Extension only to reuse the
 compiler setup; it contains no Python code, links against nothing but libc, and is installed as
-preload/libpreload.so so that the package finds it beside itself. preload-trace, the tracer and
-its launcher, is linked statically: the launcher runs in place of a traced program and must not
-load the hook, and the bundle image copies it into images that have no libc at all.
+preload/libpreload.so so that the package finds it beside itself. libpreload-musl.so is the same
+sources built with musl-gcc, for programs linked against musl; without musl-gcc the build goes on
+without it, and such programs run unwatched. preload-trace, the tracer and its launcher, is linked
+statically: the launcher runs in place of a traced program and must not load the hook, and the
+bundle image copies it into images that have no libc at all.
 """
 import glob
 import os
+import shutil
+import subprocess
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -15,12 +19,19 @@ from setuptools.command.build_ext import build_ext
 HOOK = "preload.libpreload"
 SHARED_C = ["csrc/record.c", "csrc/paths.c", "csrc/netaddr.c"]  # the hook's and the tracer's
 TRACER = "preload-trace"
+HOOK_SOURCES = sorted(glob.glob("csrc/hook/*.c")) + SHARED_C + ["csrc/elfkind.c"]  # decides at exec
+HOOK_CFLAGS = ["-fvisibility=hidden", "-fno-delete-null-pointer-checks", "-Wall", "-Wextra",
+               "-Wno-nonnull-compare", "-O2"]
+# -z now: no lazy binding inside hooks, whose stack may be a small thread's or a signal's
+HOOK_LDFLAGS = ["-Wl,-z,defs", "-Wl,-z,now", "-Wl,--as-needed"]
+MUSL_HOOK = "libpreload-musl.so"
 
 
 class BuildExt(build_ext):
     def run(self):
         super().run()
         self.build_tracer()
+        self.build_musl_hook()
 
     def build_tracer(self):
         out_dir = os.path.dirname(self.get_ext_fullpath(HOOK))
@@ -30,6 +41,32 @@ class BuildExt(build_ext):
                                         depends=["csrc/preload_wire.h", "csrc/common.h", "csrc/trace/trace.h"])
         self.compiler.link_executable(objects, TRACER, output_dir=out_dir,
                                       extra_postargs=["-static", "-pthread", "-s"])
+
+    def build_musl_hook(self):
+        musl_gcc = shutil.which("musl-gcc")
+        if not musl_gcc:
+            self.warn(f"musl-gcc not found (Debian package musl-tools): {MUSL_HOOK} is not built, "
+                      "and programs linked against musl will run unwatched")
+            return
+        out_dir = os.path.dirname(self.get_ext_fullpath(HOOK))
+        # musl ships no kernel headers: borrow the system's (linux/, asm/), after musl's own
+        kernel = os.path.join(self.build_temp, "musl-kernel-headers")
+        os.makedirs(kernel, exist_ok=True)
+        arch = subprocess.run([musl_gcc, "-print-multiarch"], capture_output=True,
+                              text=True).stdout.strip()
+        for name in ("linux", "asm", "asm-generic"):
+            found = [d for d in (f"/usr/include/{arch}/{name}", f"/usr/include/{name}")
+                     if os.path.isdir(d)]
+            link = os.path.join(kernel, name)
+            if found and not os.path.lexists(link):
+                os.symlink(found[0], link)
+        # musl's crti.o leaves _init and _fini visible (glibc's hides them): only hooks are exported
+        exports = os.path.join(self.build_temp, "musl-exports.map")
+        with open(exports, "w") as f:
+            f.write("{ local: _init; _fini; };\n")
+        self.spawn([musl_gcc, "-shared", "-fPIC", *HOOK_CFLAGS, "-idirafter", kernel,
+                    "-o", os.path.join(out_dir, MUSL_HOOK), *HOOK_SOURCES, *HOOK_LDFLAGS,
+                    f"-Wl,--version-script={exports}"])
 
     def get_ext_filename(self, fullname):
         # called with the dotted name or its last part, depending on the code path
@@ -54,14 +91,10 @@ class BuildExt(build_ext):
 
 hook = Extension(
     HOOK,
-    sources=sorted(glob.glob("csrc/hook/*.c")) + SHARED_C + ["csrc/elfkind.c"],  # decides at exec
+    sources=HOOK_SOURCES,
     depends=["csrc/preload_wire.h", "csrc/common.h", "csrc/hook/hook.h"],
-    extra_compile_args=[
-        "-fvisibility=hidden", "-fno-delete-null-pointer-checks", "-Wall", "-Wextra",
-        "-Wno-nonnull-compare", "-O2",
-    ],
-    # -z now: no lazy binding inside hooks, whose stack may be a small thread's or a signal's
-    extra_link_args=["-Wl,-z,defs", "-Wl,-z,now", "-Wl,--as-needed"],
+    extra_compile_args=HOOK_CFLAGS,
+    extra_link_args=HOOK_LDFLAGS,
 )
 
 setup(

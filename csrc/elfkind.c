@@ -4,13 +4,19 @@
  *
  * Dynamic programs load the hook. Static ones do not, and Go programs make their own system calls
  * even when dynamically linked (their ELF notes name the Go toolchain): both need the tracer. A
- * script is decided by its interpreter, which the caller classifies in turn. */
+ * dynamic program whose loader is musl's needs the hook's musl build; one that the loader will run
+ * with AT_SECURE ignores LD_PRELOAD altogether. A script is decided by its interpreter, which the
+ * caller classifies in turn. */
 #define _GNU_SOURCE
 #include "common.h"
 
 #include <elf.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -75,7 +81,41 @@ static int go_sections(int fd, const Elf64_Ehdr *eh, const Elf64_Phdr *rw)
     return rw && file_has(fd, rw->p_offset, rw->p_filesz < 65536 ? rw->p_filesz : 65536, magic, sizeof magic - 1);
 }
 
-int preload_elf_kind(int dirfd, const char *path, char *interp, size_t cap)
+static int musl_interp(int fd, const unsigned char *head, ssize_t got, const Elf64_Phdr *ph)
+{
+    char name[256];
+    size_t len = ph->p_filesz < sizeof name - 1 ? ph->p_filesz : sizeof name - 1;
+    if (ph->p_offset + len <= (size_t)got) memcpy(name, head + ph->p_offset, len);
+    else if (sys_pread(fd, name, len, (off_t)ph->p_offset) != (ssize_t)len) return 0;
+    name[len] = 0;
+    return strstr(name, "ld-musl") != NULL;
+}
+
+/* Whether exec'ing this file raises our privileges, so that the kernel sets AT_SECURE (the
+ * kernel's test in cap_bprm_creds_from_file): set-uid/set-gid to other ids, or file capabilities
+ * for a caller that is not root. Bits on a nosuid mount, or under no_new_privs, raise nothing. */
+static int raises_privileges(int fd)
+{
+    struct stat st;
+    if (syscall(SYS_fstat, fd, &st) != 0) return 0;
+    int setid = (st.st_mode & (S_ISUID | S_ISGID)) != 0;
+    if (!setid && syscall(SYS_fgetxattr, fd, "security.capability", NULL, 0) <= 0) return 0;
+    struct statfs fs;
+    if (syscall(SYS_fstatfs, fd, &fs) == 0 && (fs.f_flags & ST_NOSUID)) return 0;
+    if (syscall(SYS_prctl, PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 1) return 0;
+    uid_t ruid, euid, suid;
+    gid_t rgid, egid, sgid;
+    syscall(SYS_getresuid, &ruid, &euid, &suid);
+    syscall(SYS_getresgid, &rgid, &egid, &sgid);
+    if (!setid) return euid != 0;
+    uid_t nu = (st.st_mode & S_ISUID) ? st.st_uid : euid;
+    gid_t ng = (st.st_mode & S_ISGID) ? st.st_gid : egid;
+    return nu != ruid || nu != euid || ng != rgid || ng != egid;
+}
+
+/* find_go 0: Go programs are not told apart (their dynamic ones are DYNAMIC or MUSL, static ones
+ * STATIC), which spares the search through section names when no tracer could take them. */
+int pl_elf_kind(int dirfd, const char *path, char *interp, size_t cap, int find_go)
 {
     unsigned char head[HEAD];
     int fd = path && *path ? sys_openat(dirfd, path) : (int)syscall(SYS_fcntl, dirfd, F_DUPFD_CLOEXEC, 0);
@@ -96,24 +136,31 @@ int preload_elf_kind(int dirfd, const char *path, char *interp, size_t cap)
                head[EI_CLASS] == ELFCLASS64) {
         Elf64_Ehdr eh;
         memcpy(&eh, head, sizeof eh);
-        int dynamic = 0, go = 0, have_rw = 0;
+        int dynamic = 0, musl = 0, go = 0, have_rw = 0;
         Elf64_Phdr rw;
         for (unsigned i = 0; i < eh.e_phnum && eh.e_phentsize == sizeof(Elf64_Phdr); i++) {
             Elf64_Phdr ph;
             size_t at = eh.e_phoff + (size_t)i * sizeof ph;
             if (at + sizeof ph <= (size_t)got) memcpy(&ph, head + at, sizeof ph);
             else if (sys_pread(fd, &ph, sizeof ph, (off_t)at) != (ssize_t)sizeof ph) break;
-            if (ph.p_type == PT_INTERP) dynamic = 1;
-            else if (ph.p_type == PT_NOTE && !go) go = go_note(fd, head, got, &ph);
+            if (ph.p_type == PT_INTERP) dynamic = 1, musl = musl_interp(fd, head, got, &ph);
+            else if (ph.p_type == PT_NOTE && !go && find_go) go = go_note(fd, head, got, &ph);
             else if (ph.p_type == PT_LOAD && !have_rw && (ph.p_flags & (PF_W | PF_X)) == PF_W) {
                 rw = ph;
                 have_rw = 1;
             }
         }
         /* a static program is traced whatever its language: only a dynamic one needs a closer look */
-        if (dynamic && !go) go = go_sections(fd, &eh, have_rw ? &rw : NULL);
-        kind = go ? PRELOAD_ELF_GO : dynamic ? PRELOAD_ELF_DYNAMIC : PRELOAD_ELF_STATIC;
+        if (dynamic && !go && find_go) go = go_sections(fd, &eh, have_rw ? &rw : NULL);
+        kind = go ? PRELOAD_ELF_GO : !dynamic ? PRELOAD_ELF_STATIC : musl ? PRELOAD_ELF_MUSL : PRELOAD_ELF_DYNAMIC;
+        if ((kind == PRELOAD_ELF_DYNAMIC || kind == PRELOAD_ELF_MUSL) && raises_privileges(fd))
+            kind |= PRELOAD_ELF_SECURE;
     }
     sys_close(fd);
     return kind;
+}
+
+int preload_elf_kind(int dirfd, const char *path, char *interp, size_t cap)
+{
+    return pl_elf_kind(dirfd, path, interp, cap, 1);
 }

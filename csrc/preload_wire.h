@@ -65,6 +65,10 @@
 #define PRELOAD_API_ACCEPT 43
 #define PRELOAD_API_ACCEPT4 44
 #define PRELOAD_API_SOCKET 45
+/* NET records of a socket put on fd 0, 1 or 2: fd the socket, res the new fd */
+#define PRELOAD_API_DUP 46
+#define PRELOAD_API_DUP2 47
+#define PRELOAD_API_DUP3 48
 #define PRELOAD_API_OPENAT2 34
 /* CALL records: the api names the call; args are its raw arguments, strings as listed */
 #define PRELOAD_API_SETUID 60
@@ -76,6 +80,7 @@
 #define PRELOAD_API_SETGROUPS 66
 #define PRELOAD_API_SETFSUID 67
 #define PRELOAD_API_SETFSGID 68
+#define PRELOAD_API_CAPSET 69       /* args: pid, effective, permitted, inheritable (64-bit sets) */
 #define PRELOAD_API_PTRACE 70
 #define PRELOAD_API_MEMFD_CREATE 71 /* strings: name */
 #define PRELOAD_API_MOUNT 72        /* strings: source, target, fstype */
@@ -85,6 +90,7 @@
 #define PRELOAD_API_INIT_MODULE 76  /* strings: parameters */
 #define PRELOAD_API_FINIT_MODULE 77 /* strings: module file, parameters */
 #define PRELOAD_API_IO_URING_SETUP 78
+#define PRELOAD_API_CHROOT 79       /* strings: path */
 #define PRELOAD_API_UNLINK 80       /* strings: path */
 #define PRELOAD_API_UNLINKAT 81     /* strings: path */
 #define PRELOAD_API_RENAME 82       /* strings: old path, new path */
@@ -97,8 +103,22 @@
 #define PRELOAD_API_LINKAT 89       /* strings: existing path, new link */
 #define PRELOAD_API_SYMLINK 90      /* strings: target as written, new link */
 #define PRELOAD_API_SYMLINKAT 91    /* strings: target as written, new link */
+#define PRELOAD_API_CHOWN 92        /* strings: path */
+#define PRELOAD_API_LCHOWN 93       /* strings: path */
+#define PRELOAD_API_FCHOWN 94       /* strings: path */
+#define PRELOAD_API_FCHOWNAT 95     /* strings: path */
+#define PRELOAD_API_TRUNCATE 96     /* strings: path */
+#define PRELOAD_API_MKDIR 97        /* strings: path */
 #define PRELOAD_API_HOOK_REMOVED 98 /* an exec whose environment lost the hook; strings: program, argv[...] */
 #define PRELOAD_API_FOREIGN_ABI 99  /* a 32-bit or x32 system call, refused; args[0] its number */
+#define PRELOAD_API_MKDIRAT 100     /* strings: path */
+#define PRELOAD_API_MKNOD 101       /* strings: path */
+#define PRELOAD_API_MKNODAT 102     /* strings: path */
+#define PRELOAD_API_PIVOT_ROOT 103  /* strings: new root, where the old one goes */
+#define PRELOAD_API_DLOPEN 110      /* a library loaded; strings: the name as given, the file */
+/* anonymous memory made executable, or writable and executable (first few of a process) */
+#define PRELOAD_API_MMAP 111        /* args as mmap's */
+#define PRELOAD_API_MPROTECT 112    /* args as mprotect's */
 
 /* exec phases */
 #define PRELOAD_EXEC_ATTEMPT 1 /* sent before the call: an exec that succeeds never returns */
@@ -178,6 +198,8 @@ struct preload_call {
 #define PRELOAD_BLIND_NO_TRACER 1 /* the tracer could not be reached */
 #define PRELOAD_BLIND_REFUSED 2   /* the tracer could not attach; err says why */
 #define PRELOAD_BLIND_FILTER 3    /* the seccomp filter could not be installed; err says why */
+#define PRELOAD_BLIND_NO_VARIANT 4 /* no build of the hook for the program's libc (musl, glibc) */
+#define PRELOAD_BLIND_SECURE 5     /* set-id or file capabilities: the loader ignores LD_PRELOAD */
 
 /* strings: the program that runs unobserved */
 struct preload_blind {
@@ -219,4 +241,7 @@ int preload_check(const void *buf, size_t len);
 #define PRELOAD_ELF_STATIC 2
 #define PRELOAD_ELF_GO 3
 #define PRELOAD_ELF_SCRIPT 4
+#define PRELOAD_ELF_MUSL 5    /* dynamic, loaded by musl's ld-musl: the hook's musl build */
+#define PRELOAD_ELF_SECURE 16 /* or'd into DYNAMIC or MUSL: set-id bits or file capabilities that raise
+                               * the caller's privileges, so the loader ignores LD_PRELOAD (AT_SECURE) */
 int preload_elf_kind(int dirfd, const char *path, char *interp, size_t cap);

@@ -171,6 +171,34 @@ def list_rules(files, fmt):
         click.echo(f"problem: {problem}", err=True)
 
 
+@main.command()
+@click.option("--ld-so-preload", "ld_so_preload", is_flag=True, required=True,
+              help="Name the hook in /etc/ld.so.preload.")
+def install(ld_so_preload):
+    """Load the hook into every glibc program of the image, as root at image build.
+
+    \b
+    RUN preload install --ld-so-preload
+    ENTRYPOINT ["preload", "run", "--"]
+
+    `preload run` puts the hook in the environment of the application and every program it starts,
+    and puts it back when a program takes it out. /etc/ld.so.preload also covers processes that do
+    not descend from the entrypoint: `docker exec`, `podman exec` and ECS Exec sessions, and
+    programs started with an emptied environment. They report to the daemon of the running
+    container; where none runs (later RUN steps of the build) the hook stays silent. Programs linked
+    against musl do not read that file: for them the entrypoint's environment is the only way in.
+    Idempotent; the file's other entries are kept.
+    """
+    from preload import supervisor
+
+    try:
+        changed = supervisor.install_ld_so_preload()
+    except supervisor.InstallError as e:
+        raise click.ClickException(str(e)) from None
+    state = "now names" if changed else "already named"
+    click.echo(f"{supervisor.LD_SO_PRELOAD} {state} {supervisor.HOOK}")
+
+
 @main.command(hidden=True)
 @STATE_DIR
 @click.option("--listen-fd", type=int, help="Inherited listening socket (from preload run).")
@@ -230,11 +258,12 @@ def report(state_dir, fmt, logs):
 @FORMAT
 @click.argument("paths", nargs=-1, required=True)
 def inspect(fmt, paths):
-    """Classify executables and say how preload would watch each.
+    """Classify executables and say how preload would watch each, and with what.
 
     \b
-    dynamic-glibc, dynamic-musl  -> the libc hook (LD_PRELOAD)
-    static, static-pie, go       -> needs the ptrace fallback
+    dynamic-glibc                -> the libc hook (LD_PRELOAD), libpreload.so
+    dynamic-musl                 -> the libc hook (LD_PRELOAD), libpreload-musl.so
+    static, static-pie, go       -> needs the ptrace fallback, preload-trace
     script                       -> whatever its interpreter needs
     """
     from preload import elf
@@ -244,5 +273,9 @@ def inspect(fmt, paths):
         click.echo(json.dumps([elf.to_dict(t) for t in targets], indent=2))
     else:
         click.echo(elf.format_text(targets))
+    here = os.path.dirname(os.path.abspath(__file__))
+    for agent in sorted({t.agent for t in targets if t.agent}):
+        if not os.path.exists(os.path.join(here, agent)):
+            click.echo(f"preload: {agent} is not installed: those programs would run unwatched", err=True)
     if any(t.kind == "missing" for t in targets):
         sys.exit(1)

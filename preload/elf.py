@@ -1,10 +1,11 @@
 """Classify executables: can the LD_PRELOAD hook see them, or do they need the ptrace tracer?
 
 The hook only works for programs that the dynamic loader starts and that call libc: dynamic ELF
-(glibc or musl). Static and static-pie binaries have no loader, and Go makes raw syscalls even
-when it is dynamically linked, so those need the tracer. Scripts take the decision of their
-interpreter. This runs on every exec in the daemon, so it reads only the ELF and program headers
-(and the section-name table), and caches the result per file version.
+(glibc or musl, each with the hook built against it). Static and static-pie binaries have no
+loader, and Go makes raw syscalls even when it is dynamically linked, so those need the tracer.
+Scripts take the decision of their interpreter. This runs on every exec in the daemon, so it
+reads only the ELF and program headers (and the section-name table), and caches the result per
+file version.
 
 Paths come from untrusted containers: classify() never raises for bad input.
 """
@@ -34,6 +35,8 @@ _GO_MAGIC = b"\xff Go buildinf:"
 # Go's debug/buildinfo looks for the magic in the first 64 KiB of the first data segment.
 _GO_SEARCH = 64 * 1024
 _MACHINES = {"EM_X86_64": "x86_64", "EM_386": "i386", "EM_AARCH64": "aarch64", "EM_ARM": "arm"}
+# What preload puts into or around a program: the hook built against its libc, or the tracer.
+HOOK_GLIBC, HOOK_MUSL, TRACER = "libpreload.so", "libpreload-musl.so", "preload-trace"
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Target:
     libc: str | None = None  # "glibc", "musl" or None
     machine: str | None = None  # e.g. "x86_64", "aarch64", "i386"
     script_target: "Target | None" = None  # for scripts: the classification of the interpreter
+    agent: str | None = None  # HOOK_GLIBC, HOOK_MUSL or TRACER; None when nothing can watch it
 
 
 @dataclass(frozen=True)
@@ -71,10 +75,10 @@ def to_dict(t: Target) -> dict:
 
 
 def format_text(targets: list[Target]) -> str:
-    """One aligned line per target: path, kind, attach, reason."""
-    rows = [(t.path, t.kind, t.attach, t.reason) for t in targets]
-    widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3]
+    """One aligned line per target: path, kind, attach, agent ("-" for none), reason."""
+    rows = [(t.path, t.kind, t.attach, t.agent or "-", t.reason) for t in targets]
+    widths = [max((len(row[i]) for row in rows), default=0) for i in range(4)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[4]
                      for row in rows)
 
 
@@ -142,7 +146,9 @@ def _inspect_elf(f, realpath: str) -> Target:
         libc = _libc(elf, interpreter, types)
 
     def target(kind, attach, reason):
-        return Target(realpath, realpath, kind, attach, reason, interpreter, libc, machine)
+        agent = TRACER if attach == "ptrace" else HOOK_MUSL if libc == "musl" else HOOK_GLIBC
+        return Target(realpath, realpath, kind, attach, reason, interpreter, libc, machine,
+                      agent=agent)
 
     if _is_go(elf, f, segments):
         linked = f"dynamic, interpreter {interpreter}" if interpreter else "static"
@@ -193,7 +199,7 @@ def _is_go(elf: ELFFile, f, segments: list) -> bool:
 def _script(path: str, realpath: str, shebang: _Shebang, depth: int) -> Target:
     def target(attach, reason, script_target=None):
         return Target(path, realpath, "script", attach, reason, shebang.interpreter,
-                      script_target=script_target)
+                      script_target=script_target, agent=script_target and script_target.agent)
 
     if not shebang.interpreter:
         return target("none", "#! line without an interpreter: exec fails with ENOEXEC")

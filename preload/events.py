@@ -1,6 +1,7 @@
 """From decoded records to Falco-named events (docs/events.md), with a process table for the
 parent and ancestor fields. Records are untrusted; nothing here trusts a value beyond its type."""
 import errno
+import mmap
 import os
 import socket
 import time
@@ -16,7 +17,7 @@ _OPEN_TYPE = {"open": "open", "open64": "open", "__open_2": "open", "__open64_2"
               "creat": "creat", "creat64": "creat"}  # everything else goes through openat
 _L4 = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp", socket.SOCK_RAW: "raw"}
 _FAMILY = {socket.AF_INET: ("4", "ipv4"), socket.AF_INET6: ("6", "ipv6"), socket.AF_UNIX: ("u", "unix")}
-_CLIENT_IS_LOCAL = {"connect"}
+_CLIENT_IS_LOCAL = {"connect", "dup", "dup2", "dup3"}  # a socket made stdin/stdout: as a reverse shell's
 
 # CALL records: api -> (evt.type, names of the raw arguments, names of the strings). Names are
 # Falco's evt.arg.* ones; fs.path.* (Falco's uniform path fields) are added where there are paths.
@@ -42,23 +43,43 @@ _CALLS = {
     "fchmodat": (("dirfd", None, "mode"), ("filename",)),
     "link": ((), ("oldpath", "newpath")), "linkat": (("olddir", None, "newdir", None, "flags"), ("oldpath", "newpath")),
     "symlink": ((), ("target", "linkpath")), "symlinkat": ((None, "linkdirfd"), ("target", "linkpath")),
+    "chown": ((None, "uid", "gid"), ("path",)), "lchown": ((None, "uid", "gid"), ("path",)),
+    "fchown": (("fd", "uid", "gid"), ("fd.name",)),
+    "fchownat": (("dirfd", None, "uid", "gid", "flags"), ("pathname",)),
+    "truncate": ((None, "length"), ("path",)),
+    "mkdir": ((None, "mode"), ("path",)), "mkdirat": (("dirfd", None, "mode"), ("path",)),
+    "mknod": ((None, "mode", "dev"), ("path",)), "mknodat": (("dirfd", None, "mode", "dev"), ("path",)),
+    "chroot": ((), ("path",)), "pivot_root": ((), ("new_root", "put_old")),
+    "capset": ((None, "cap_effective", "cap_permitted", "cap_inheritable"), ()),
+    "dlopen": (("flags",), ("name", "filename")),
+    "mmap": (("addr", "length", "prot", "flags", "fd", "offset"), ()),
+    "mprotect": (("addr", "length", "prot"), ()),
     "foreign_abi": (("nr", "arch"), ()),
     "hook_removed": ((), ("filename",)),
 }
 # CALL records that are the agent's own observations, not a system call of that name
-_PRELOAD_CALLS = {"foreign_abi": "preload.foreign_syscall", "hook_removed": "preload.hook_removed"}
+_PRELOAD_CALLS = {"foreign_abi": "preload.foreign_syscall", "hook_removed": "preload.hook_removed",
+                  "dlopen": "preload.dlopen", "mmap": "preload.exec_memory",
+                  "mprotect": "preload.exec_memory"}
 _PATH_FIELDS = {"path": "fs.path.name", "name": "fs.path.name", "filename": "fs.path.name",
-                "oldpath": "fs.path.source", "newpath": "fs.path.target",
+                "pathname": "fs.path.name", "oldpath": "fs.path.source", "newpath": "fs.path.target",
                 "target": "fs.path.source", "linkpath": "fs.path.target"}
 _PATH_CALLS = {"unlink", "unlinkat", "rename", "renameat", "renameat2", "chmod", "fchmodat", "link",
-               "linkat", "symlink", "symlinkat"}
+               "linkat", "symlink", "symlinkat", "chown", "lchown", "fchownat", "truncate", "mkdir",
+               "mkdirat", "mknod", "mknodat"}
+_PROT = [(getattr(mmap, n), n) for n in ("PROT_READ", "PROT_WRITE", "PROT_EXEC")]
+_MAP = [(getattr(mmap, n), n) for n in ("MAP_SHARED", "MAP_PRIVATE", "MAP_ANONYMOUS") if hasattr(mmap, n)]
+_DUPS = {"dup", "dup2", "dup3"}
 _PTRACE_REQUESTS = {0: "PTRACE_TRACEME", 16: "PTRACE_ATTACH", 17: "PTRACE_DETACH", 0x4206: "PTRACE_SEIZE",
                     4: "PTRACE_POKETEXT", 5: "PTRACE_POKEDATA", 6: "PTRACE_POKEUSR", 13: "PTRACE_SETREGS"}
 _AF = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6", socket.AF_UNIX: "AF_UNIX",
        getattr(socket, "AF_PACKET", 17): "AF_PACKET", getattr(socket, "AF_NETLINK", 16): "AF_NETLINK"}
+_BLIND_BINARY = {"no_variant": "dynamic, another libc", "secure": "set-id or file capabilities"}
 _BLIND_WHY = {"no_tracer": "the tracer could not be reached",
               "refused": "the tracer could not attach to it",
-              "filter": "the seccomp filter could not be installed"}
+              "filter": "the seccomp filter could not be installed",
+              "no_variant": "no build of the hook for its libc",
+              "secure": "set-id or file capabilities: the loader ignores LD_PRELOAD"}
 
 
 def res_name(res):
@@ -66,6 +87,10 @@ def res_name(res):
     if res >= 0:
         return "SUCCESS"
     return errno.errorcode.get(-res, f"E{-res}")
+
+
+def _bits(value, names):
+    return "|".join(n for bit, n in names if value & bit)
 
 
 def open_flags(flags):
@@ -316,6 +341,8 @@ class Enricher:
         res = rec["res"]
         e.update({"evt.res": res_name(res), "fd.num": res if api.startswith("accept") and res >= 0 else rec["fd"],
                   "fd.typechar": typechar, "fd.type": ftype})
+        if api in _DUPS:  # fd.* are the socket's; the new fd is the result
+            e["evt.rawres"] = res
         if rec["family"] == socket.AF_UNIX:
             e["fd.l4proto"] = ""
             e["fd.name"] = rec["rpath"] or rec["lpath"]
@@ -357,6 +384,23 @@ class Enricher:
         elif api == "hook_removed":
             e["preload.argv"] = " ".join(rec["strings"][1:])
             e["preload.reason"] = "exec with the hook taken out of LD_PRELOAD: put back"
+        elif api == "dlopen":  # recorded before the loader runs: no result
+            e["evt.dir"] = ">"
+            del e["evt.res"]
+            fileless = e.get("evt.arg.filename", "").startswith("/memfd:")
+            e["preload.reason"] = ("a library loaded from memory (fileless)" if fileless
+                                   else "a library loaded at run time")
+        elif evt_type == "preload.exec_memory":
+            e["preload.api"] = api
+            e["evt.arg.prot"] = _bits(rec["args"][2], _PROT) or "PROT_NONE"
+            if api == "mmap":
+                e["evt.arg.flags"] = _bits(rec["args"][3], _MAP)
+            e["preload.reason"] = ("memory made executable without a file behind it, or writable and "
+                                   "executable at once: code generated at run time (a JIT), or injected "
+                                   "(the first few of a process are reported)")
+        elif api == "io_uring_setup":
+            e["preload.reason"] = ("io_uring: the file and network operations submitted through it "
+                                   "are not seen")
         elif api == "foreign_abi":
             e["preload.reason"] = "a system call of another ABI (int 0x80 or x32): refused with ENOSYS"
         return [e]
@@ -365,7 +409,8 @@ class Enricher:
         e = self._common(rec, proc, "preload.blindspot")
         why = _BLIND_WHY.get(rec["reason"], rec["reason"])
         err = f": {os.strerror(rec['err'])}" if rec["err"] > 0 else ""
-        e.update({"evt.arg.filename": rec["path"], "preload.binary": "static or Go",
+        e.update({"evt.arg.filename": rec["path"],
+                  "preload.binary": _BLIND_BINARY.get(rec["reason"], "static or Go"),
                   "preload.reason": f"runs unobserved: {why}{err}"})
         return [e]
 

@@ -38,9 +38,10 @@ Summary keys (stable; scripts rely on them):
 - `alerts`: [{`rule`, `priority`, `count`}], most severe first: from the alerts log beside each
   event log (`alerts.jsonl` beside `events.jsonl`).
 - `activity`: [{`type`, `exe`, `detail`, `result`, `count`}]: the other watched calls (files
-  removed, renamed, linked or re-moded, privileges changed, sockets, ptrace, memfd_create, mounts,
-  namespaces, kernel modules, io_uring, refused calls of another ABI). `detail` is the path(s) or
-  the main arguments.
+  removed, renamed, linked, created, re-moded, re-owned or truncated, privileges and capabilities
+  changed, raw sockets, a socket made stdin/stdout, ptrace, memfd_create, libraries loaded, memory
+  made executable, mounts, root changes, namespaces, kernel modules, io_uring, refused calls of
+  another ABI). `detail` is the path(s) or the main arguments.
 - `loss`:
   - `lost`: records missing from all streams; `streams`: number of streams seen.
   - `streams_with_loss`: [{`stream`, `pid`, `exe`, `lost`, `last_seq`}]. A stream's loss is its
@@ -80,6 +81,17 @@ ACTIVITY = {
     "memfd_create": ("evt.arg.name",), "mount": ("evt.arg.dev", "evt.arg.dir", "evt.arg.type"),
     "umount2": ("evt.arg.name",), "unshare": ("evt.arg.flags",), "setns": ("fd.name",),
     "init_module": ("evt.arg.uargs",), "finit_module": ("fd.name",), "io_uring_setup": ("evt.arg.entries",),
+    "chown": ("fs.path.name", "evt.arg.uid", "evt.arg.gid"),
+    "lchown": ("fs.path.name", "evt.arg.uid", "evt.arg.gid"),
+    "fchown": ("fd.name", "evt.arg.uid", "evt.arg.gid"),
+    "fchownat": ("fs.path.name", "evt.arg.uid", "evt.arg.gid"),
+    "truncate": ("fs.path.name", "evt.arg.length"), "mkdir": ("fs.path.name",), "mkdirat": ("fs.path.name",),
+    "mknod": ("fs.path.name", "evt.arg.mode"), "mknodat": ("fs.path.name", "evt.arg.mode"),
+    "chroot": ("evt.arg.path",), "pivot_root": ("evt.arg.new_root", "evt.arg.put_old"),
+    "capset": ("evt.arg.cap_effective",),
+    "dup": ("fd.name",), "dup2": ("fd.name", "evt.rawres"), "dup3": ("fd.name", "evt.rawres"),
+    "preload.dlopen": ("evt.arg.name", "evt.arg.filename"),
+    "preload.exec_memory": ("preload.api", "evt.arg.prot"),
     "preload.foreign_syscall": ("evt.arg.nr",),
 }
 # Calls whose child is a new pid: the start that completes them comes from a child of the caller.

@@ -3,6 +3,7 @@
 Default, with no configuration: PRELOAD_STATE_DIR if set; else for root /var/lib/preload (in a
 container) and for other users ~/.local/state/preload (on a laptop); /tmp/preload-UID when those are
 not writable (read-only root file systems are common on managed container services)."""
+import contextlib
 import fcntl
 import os
 import tempfile
@@ -15,6 +16,44 @@ SPOOL = "spool"
 TRACE_SOCKET = "trace.sock"
 KEEP_OLD_LOGS = 5
 _SUN_PATH_MAX = 107
+
+
+def daemon_link():
+    """Where processes that `preload run` did not start (`docker exec` sessions, hooked through
+    /etc/ld.so.preload) find the daemon: a symbolic link to its socket in /dev/shm, which every
+    container has and every user can write, named after the pid namespace (the container) that
+    they share with it. None without /proc."""
+    try:
+        return Path(f"/dev/shm/preload-{os.stat('/proc/self/ns/pid').st_ino}.sock")
+    except OSError:
+        return None
+
+
+def link_daemon(sock):
+    """Points the link at sock (atomically: a process never sees it half made); returns the link, or
+    None when there can be none (no /dev/shm: such processes then stay silent)."""
+    link = daemon_link()
+    if link is None:
+        return None
+    tmp = link.with_name(f".{link.name}.{os.getpid()}")
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(sock, tmp)
+        os.replace(tmp, link)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return None
+    return link
+
+
+def unlink_daemon(link, sock):
+    """Removes the link, unless another run (in the same pid namespace) has taken it over since."""
+    try:
+        if link is not None and os.readlink(link) == str(sock):
+            link.unlink()
+    except OSError:
+        pass
 
 
 class StateError(Exception):

@@ -23,7 +23,10 @@ FORWARDED = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signa
              signal.SIGTERM, signal.SIGWINCH)
 DAEMON_STOP_SECONDS = 10  # the daemon drains for at most 3 s; this is only a backstop
 HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "libpreload.so")
+MUSL_HOOK = os.path.join(os.path.dirname(HOOK), "libpreload-musl.so")  # for programs linked against musl
+LD_SO_PRELOAD = "/etc/ld.so.preload"
 TRACER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "preload-trace")
+LISTEN_FD = 62  # the hook's PL_LISTEN_FD
 TRACER_STOP_SECONDS = 2  # for the last records of traced processes; orphans may trace on after us
 # the agent's own variables: the helpers must never carry the hook
 AGENT_ENV = ("LD_PRELOAD", "PRELOAD_SOCKET", "PRELOAD_TRACE")
@@ -61,13 +64,14 @@ def resolve_command(name, path=None):
     return found
 
 
-def hooked_env(base, sock, trace_sock=None, hook=True):
-    """The application's environment: the hook in LD_PRELOAD (unless it starts traced), where to
-    send records, and where the tracer listens (when there is one)."""
+def hooked_env(base, sock, trace_sock=None, hook=HOOK):
+    """The application's environment: the hook's build `hook` first in LD_PRELOAD (None: it starts
+    traced, or there is no build for its libc), where to send records, and where the tracer listens
+    (when there is one)."""
     env = dict(base)
-    preloads = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if p != HOOK]
+    preloads = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if p not in (HOOK, MUSL_HOOK)]
     if hook:
-        preloads.insert(0, HOOK)
+        preloads.insert(0, hook)
     if preloads:
         env["LD_PRELOAD"] = " ".join(preloads)
     else:
@@ -80,15 +84,54 @@ def hooked_env(base, sock, trace_sock=None, hook=True):
     return env
 
 
-def needs_tracer(exe):
-    """True for a program the hook cannot enter (static, Go), decided as the hook decides at exec."""
+def elf_kind(exe):
+    """preload_elf_kind of what exec'ing exe runs (a script's interpreter), as the hook decides."""
     from preload._native import ffi, lib
 
     interp = ffi.new("char[]", 4096)
     kind = lib.preload_elf_kind(-100, os.fsencode(exe), interp, 4096)  # -100: AT_FDCWD
     if kind == lib.PRELOAD_ELF_SCRIPT:
         kind = lib.preload_elf_kind(-100, ffi.string(interp), ffi.NULL, 0)
-    return kind in (lib.PRELOAD_ELF_STATIC, lib.PRELOAD_ELF_GO)
+    return kind & ~lib.PRELOAD_ELF_SECURE
+
+
+def needs_tracer(exe):
+    """True for a program the hook cannot enter (static, Go), decided as the hook decides at exec."""
+    from preload._native import lib
+
+    return elf_kind(exe) in (lib.PRELOAD_ELF_STATIC, lib.PRELOAD_ELF_GO)
+
+
+def hook_for(exe):
+    """The hook's build for exe's libc (musl's or glibc's); None when that one was not built."""
+    from preload._native import lib
+
+    hook = MUSL_HOOK if elf_kind(exe) == lib.PRELOAD_ELF_MUSL else HOOK
+    return hook if os.path.exists(hook) else None
+
+
+class InstallError(Exception):
+    """The hook cannot be put in /etc/ld.so.preload; the message says why."""
+
+
+def install_ld_so_preload(path=LD_SO_PRELOAD, hook=HOOK):
+    """Names the hook (first) in the loader's list of libraries for every glibc program, keeping the
+    entries already there. Returns False when it was there already. For image builds, as root."""
+    if os.geteuid() != 0:
+        raise InstallError(f"{path} can only be changed by root: run this as root at image build "
+                           "(before USER)")
+    try:
+        with open(path, "a+") as f:  # in place: the file may be a mount point
+            f.seek(0)
+            text = f.read()
+            if hook in text.replace(":", " ").split():
+                return False
+            f.seek(0)
+            f.truncate()
+            f.write(f"{hook}\n{text}")
+    except OSError as e:
+        raise InstallError(f"cannot write {path}: {e.strerror}") from None
+    return True
 
 
 def daemon_env(base):
@@ -244,10 +287,12 @@ class Supervisor:
             from preload.daemon import close_previous_run
             close_previous_run(self.state.spool, self.state.previous_events)
         sock = self.state.socket
-        self.listener = _listen(sock)
+        # at the fd number by which the hook knows the daemon, which must not report to itself
+        self.listener = _listen(sock, at_fd=LISTEN_FD)
         self.control_r, self.control_w = os.pipe()
         self._start_daemon()
         tracing = self.attach in ("auto", "ptrace") and self._open_tracer()
+        link = state.link_daemon(sock)  # for processes that `preload run` does not start
 
         from preload._native import lib
         lib.preload_set_subreaper()  # orphans of the application come to us to be reaped
@@ -255,10 +300,11 @@ class Supervisor:
             signal.signal(s, self._forward)
         argv, program = self.argv, exe
         traced = tracing and (self.attach == "ptrace" or needs_tracer(exe))
+        hook = None if traced or self.attach == "none" else hook_for(exe)
         if self.attach == "none":
             env = os.environ
         else:
-            env = hooked_env(os.environ, sock, self.state.trace_socket if tracing else None, hook=not traced)
+            env = hooked_env(os.environ, sock, self.state.trace_socket if tracing else None, hook=hook)
         if traced:  # the launcher has the tracer seize it, then execs the program in its place
             # (--handoff: its start is the first record, as for a hooked program)
             argv, program = [TRACER, "exec", "--handoff", exe, *self.argv], TRACER
@@ -274,11 +320,14 @@ class Supervisor:
         note = threading.Thread(target=self._note_blind_spot, args=(exe,), daemon=True)
         if not tracing:
             note.start()
+        if not traced and hook is None and self.attach != "none":
+            self._note_no_build(exe)
         status = self._wait_for(proc.pid)
         self.child = None
         if not tracing:
             note.join()
         self._stop_tracer()
+        state.unlink_daemon(link, sock)
         self._stop_daemon()
         self.listener.close()
         try:
@@ -303,6 +352,13 @@ class Supervisor:
                 self.tracer.returncode = _exit_code(status)
                 self._tracer_exited(status)
 
+    def _note_no_build(self, exe):
+        reason = ("linked against musl, and the hook's musl build (libpreload-musl.so) is not installed; "
+                  "its activity is not observed")
+        warn(f"{exe}: {reason}")
+        self._log_event("preload.blindspot", **{"evt.arg.filename": exe, "preload.binary": "dynamic-musl",
+                                                "preload.reason": reason, "proc.pid": os.getpid()})
+
     def _note_blind_spot(self, exe):
         if self.attach == "none":
             return
@@ -318,13 +374,17 @@ class Supervisor:
                                                 "preload.reason": reason, "proc.pid": os.getpid()})
 
 
-def _listen(path):
+def _listen(path, at_fd=None):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     if path.exists() or path.is_symlink():
         path.unlink()
     s.bind(str(path))
     os.chmod(path, 0o666)  # children that drop privileges report too
     s.listen(4096)
+    if at_fd is not None:
+        os.dup2(s.fileno(), at_fd, inheritable=False)
+        s.close()
+        s = socket.socket(fileno=at_fd)
     return s
 
 

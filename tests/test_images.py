@@ -1,17 +1,20 @@
-"""images/python/Dockerfile, built with podman and run as a managed container service runs it.
+"""images/: the Python base, the bundle and the examples, built with podman and run as a managed
+container service runs them.
 
-The image is built once per session from the repository root. Containers run as `podman run --rm`
-does by default: the default seccomp profile and default capabilities, so no CAP_SYS_PTRACE, never
+Every image is built once per session from the repository. Containers run as `podman run` does by
+default: the default seccomp profile and default capabilities, so no CAP_SYS_PTRACE, never
 --privileged or --cap-add. Test programs are compiled on the host and mounted read-only at /probe;
 the state directory (/var/lib/preload, the default for root) is a host directory, so the event log
 outlives the container. The probes themselves check that the proof is honest: they are really
 traced (TracerPid), and neither they nor their tracer hold CAP_SYS_PTRACE.
 """
+import json
 import os
 import re
 import shutil
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,11 +26,14 @@ from agent import events, of_type, starts
 pytestmark = pytest.mark.images
 
 REPO = Path(__file__).resolve().parent.parent
-DOCKERFILE = REPO / "images" / "python" / "Dockerfile"
+IMAGES = REPO / "images"
 TAG = "localhost/preload-python:test"
-# a stand-in for python:3.x-slim-bookworm that needs no registry; override to test another base
+# stand-ins for python:3.x-slim-bookworm and debian:bookworm-slim that need no registry; override to
+# test other bases
 BASE = os.environ.get("PRELOAD_TEST_IMAGE_BASE", "localhost/python:3-bookworm")
-LABEL = "preload.test-image=python"  # on the images the tests build, so that cleaning up spares others'
+DEBIAN = os.environ.get("PRELOAD_TEST_IMAGE_DEBIAN", "localhost/debian:bookworm")
+LABEL = "preload.test-image"  # on the images the tests build, so that cleaning up spares others'
+BUNDLE_MAX_MB = 60
 CAP_SYS_PTRACE = 19
 
 STATIC_PROBE_C = r"""
@@ -123,27 +129,88 @@ def podman():
     return need("podman", "podman")
 
 
-@pytest.fixture(scope="session")
-def image(podman):
-    """The image's tag, built once per session. The tag is reused, --layers=false leaves no
-    intermediate images, and images this fixture built before that no longer carry the tag (a rebuild
-    moved it, or two sessions raced) are removed: a label tells them from anyone else's."""
-    if _image_id(podman, BASE) is None:
-        _unavailable(f"base image {BASE} is not present (there is no registry to pull it from: "
-                     f".ci/run sets it up, or name another with PRELOAD_TEST_IMAGE_BASE)")
-    cmd = [podman, "build", "--layers=false", "--label", LABEL, "-f", str(DOCKERFILE), "--build-arg",
-           f"BASE={BASE}", "-t", TAG, str(REPO)]
+def build(podman, name, tag, dockerfile, context, **args):
+    """Builds `tag` once per session. The tag is reused, --layers=false leaves no intermediate
+    images, and images this built before that no longer carry the tag (a rebuild moved it, or two
+    sessions raced) are removed: a label tells them from anyone else's."""
+    cmd = [podman, "build", "--layers=false", "--label", f"{LABEL}={name}", "-f", str(dockerfile), "-t", tag]
+    for key, value in args.items():
+        cmd += ["--build-arg", f"{key}={value}"]
+    cmd.append(str(context))
     started = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     seconds = time.monotonic() - started
     if r.returncode:
         pytest.fail(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}")
     stale = subprocess.run([podman, "images", "-q", "--no-trunc", "--filter", "dangling=true", "--filter",
-                            f"label={LABEL}"], capture_output=True, text=True).stdout.split()
+                            f"label={LABEL}={name}"], capture_output=True, text=True).stdout.split()
     for image_id in stale:
         subprocess.run([podman, "rmi", image_id], capture_output=True)  # in use: kept for next time
-    print(f"\n{TAG} built from {BASE} in {seconds:.1f} s")
-    return TAG
+    print(f"\n{tag} built in {seconds:.1f} s")
+    return tag
+
+
+def _base(podman, ref):
+    if _image_id(podman, ref) is None:
+        _unavailable(f"base image {ref} is not present (there is no registry to pull it from: "
+                     f".ci/run sets it up, or name another with PRELOAD_TEST_IMAGE_BASE/_DEBIAN)")
+    return ref
+
+
+@pytest.fixture(scope="session")
+def image(podman):
+    """images/python from the stand-in base."""
+    return build(podman, "python", TAG, IMAGES / "python" / "Dockerfile", REPO, BASE=_base(podman, BASE))
+
+
+@pytest.fixture(scope="session")
+def bundle(podman, image):
+    return build(podman, "bundle", "localhost/preload-bundle:test", IMAGES / "bundle" / "Dockerfile",
+                 IMAGES / "bundle", PRELOAD_PYTHON=image)
+
+
+@pytest.fixture(scope="session")
+def python_web(podman, image):
+    context = IMAGES / "examples" / "python-web"
+    return build(podman, "python-web", "localhost/preload-python-web:test", context / "Dockerfile", context,
+                 BASE=image)
+
+
+@pytest.fixture(scope="session")
+def python_web_non_root(podman, image):
+    context = IMAGES / "examples" / "python-web"
+    return build(podman, "python-web-app", "localhost/preload-python-web:test-app", context / "Dockerfile",
+                 context, BASE=image, APP_USER="app")
+
+
+@pytest.fixture(scope="session")
+def go_scratch(podman, bundle, tmp_path_factory):
+    """The example's context with the static server built on the host (no Go image without a
+    registry)."""
+    go = need("go", "golang-go")
+    context = tmp_path_factory.mktemp("go-scratch")
+    shutil.copytree(IMAGES / "examples" / "go-scratch", context, dirs_exist_ok=True)
+    env = dict(os.environ, HOME=str(context), GOCACHE=str(context / ".cache"), GOPATH=str(context / ".gopath"),
+               GOTOOLCHAIN="local", GOPROXY="off", GOFLAGS="", CGO_ENABLED="0")
+    subprocess.run([go, "build", "-o", "server", "server.go"], cwd=context, env=env, check=True,
+                   capture_output=True)
+    for cache in (".cache", ".gopath"):
+        shutil.rmtree(context / cache, ignore_errors=True)
+    return build(podman, "go-scratch", "localhost/preload-go-scratch:test", context / "Dockerfile", context,
+                 BUNDLE=bundle)
+
+
+@pytest.fixture(scope="session")
+def debian_job(podman, bundle):
+    context = IMAGES / "examples" / "debian-job"
+    return build(podman, "debian-job", "localhost/preload-debian-job:test", context / "Dockerfile", context,
+                 BASE=_base(podman, DEBIAN), BUNDLE=bundle)
+
+
+@pytest.fixture(scope="session")
+def image_with_ld_so_preload(podman, image):
+    return build(podman, "python-ld-so-preload", "localhost/preload-python:test-ld-so-preload",
+                 IMAGES / "python" / "Dockerfile", REPO, BASE=BASE, LD_SO_PRELOAD=1)
 
 
 @pytest.fixture(scope="session")
@@ -295,3 +362,185 @@ def test_go_program_is_traced(podman, image, probes, tmp_path):
             state=tmp_path / "state", probes=probes)
     assert r.returncode == 4, r.stderr
     assert_traced_activity(events(tmp_path / "state"), "/probe/go-probe", "/etc/preload-go-probe", 9)
+
+
+# -- the bundle and the examples ------------------------------------------------------------------
+
+class Container:
+    """A detached container of `image` with the state directory mounted and port 8080 published on
+    the host's loopback; stop() stops it as `podman stop` does and returns its exit status."""
+
+    def __init__(self, podman, image, *argv, state, options=()):
+        self.podman = podman
+        self.name = f"preload-test-{uuid.uuid4().hex[:12]}"
+        state.mkdir(exist_ok=True)
+        subprocess.run([podman, "run", "-d", "--name", self.name, "-v", f"{state}:/var/lib/preload:z",
+                        "-p", "127.0.0.1::8080", *options, image, *argv], check=True, capture_output=True)
+        self.stdout = self.stderr = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        subprocess.run([self.podman, "rm", "-f", "-t", "0", self.name], capture_output=True)
+
+    def get(self, path, timeout=60):
+        """The response body to GET path; waits for the application to listen."""
+        address = subprocess.run([self.podman, "port", self.name, "8080/tcp"], capture_output=True, text=True,
+                                 check=True).stdout.split()[0]
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{address}{path}", timeout=10) as response:
+                    return response.read().decode()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def exec(self, *argv):
+        return subprocess.run([self.podman, "exec", self.name, *argv], capture_output=True, text=True, timeout=60)
+
+    def stop(self):
+        subprocess.run([self.podman, "stop", "-t", "30", self.name], check=True, capture_output=True, timeout=60)
+        status = subprocess.run([self.podman, "wait", self.name], capture_output=True, text=True, check=True)
+        logs = subprocess.run([self.podman, "logs", self.name], capture_output=True, text=True)
+        self.stdout, self.stderr = logs.stdout, logs.stderr
+        return int(status.stdout.strip())
+
+
+def alerts(stderr):
+    """The Falco JSON alerts among the container's stderr lines, by rule."""
+    found = {}
+    for line in stderr.splitlines():
+        if line.startswith("{"):
+            alert = json.loads(line)
+            assert set(alert) >= {"time", "rule", "priority", "output", "output_fields", "source", "tags",
+                                  "hostname"}, alert
+            found.setdefault(alert["rule"], []).append(alert)
+    return found
+
+
+def found_rule(stderr, rule):
+    """The first alert of `rule` on the container's stderr."""
+    found = alerts(stderr)
+    assert rule in found, f"no {rule!r} alert in:\n{stderr}"
+    return found[rule][0]
+
+
+def report(podman, image, state):
+    """The image's own `preload report` of the state directory."""
+    r = run(podman, image, "report", "--state-dir", "/var/lib/preload", state=state,
+            entrypoint="/opt/preload/bin/preload")
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def opened(evts, name, **match):
+    return [e for e in evts if e["evt.type"] in ("open", "openat", "openat2", "creat") and e.get("fd.name") == name
+            and all(e.get(k) == v for k, v in match.items())]
+
+
+def test_bundle_runs_where_there_is_no_libc_and_stays_small(podman, bundle, tmp_path):
+    """The bundle image is FROM scratch: its Python starts with its own loader and libraries."""
+    r = run(podman, bundle, "inspect", "/opt/preload/bin/python3", state=tmp_path / "state")
+    assert r.returncode == 0, r.stderr
+    assert "interpreter /opt/preload/lib/ld-" in r.stdout, r.stdout
+    size = int(subprocess.run([podman, "image", "inspect", "--format", "{{.Size}}", bundle], capture_output=True,
+                              text=True, check=True).stdout)  # one layer: /opt/preload
+    assert size < BUNDLE_MAX_MB * 10**6, f"the bundle is {size / 10**6:.1f} MB"
+
+
+def test_python_web_app_actions_reach_the_log_and_stderr_alerts(podman, python_web, tmp_path):
+    state = tmp_path / "state"
+    with Container(podman, python_web, state=state) as c:
+        assert c.get("/") == "hello\n"
+        assert c.get("/run?cmd=cat%20/etc/shadow%20%3E/dev/null%3B%20touch%20/etc/app-drift").startswith("0\n")
+        # the last action before SIGTERM
+        assert c.get("/connect?port=9") == "Connection refused\n"
+        assert c.stop() == 0, c.stderr
+    evts = events(state)
+    [app] = [e for e in starts(evts).values() if e["proc.cmdline"] == "python3 /app/app.py"]
+    sh, cat, touch = (the_start(evts, exe) for exe in ("/usr/bin/dash", "/usr/bin/cat", "/usr/bin/touch"))
+    assert sh["proc.ppid"] == app["proc.pid"] and cat["proc.ppid"] == touch["proc.ppid"] == sh["proc.pid"]
+    assert opened(evts, "/etc/shadow", **{"proc.pid": cat["proc.pid"]})
+    assert opened(evts, "/etc/app-drift", **{"proc.pid": touch["proc.pid"], "evt.is_open_write": True})
+    assert of_type(evts, "connect", **{"proc.pid": app["proc.pid"], "fd.sip": "127.0.0.1", "fd.sport": 9})
+    # what it did after SIGTERM, before it exited
+    assert opened(evts, "/tmp/app-stopped", **{"proc.pid": app["proc.pid"], "evt.is_open_write": True})
+    assert found_rule(c.stderr, "Read sensitive file untrusted")["output_fields"]["fd.name"] == "/etc/shadow"
+    assert found_rule(c.stderr, "Write below etc")["output_fields"]["fd.name"] == "/etc/app-drift"
+    assert "Records lost: 0" in report(podman, python_web, state)
+
+
+def test_python_web_app_runs_as_the_images_non_root_user(podman, python_web_non_root, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o777)
+    with Container(podman, python_web_non_root, state=state,
+                   options=["-e", "PRELOAD_STATE_DIR=/var/lib/preload"]) as c:
+        assert c.get("/run?cmd=id%20-u") == "0\n10001\n"
+        assert c.get("/connect?port=9") == "Connection refused\n"
+        assert c.stop() == 0, c.stderr
+    evts = events(state)
+    sh, id_ = the_start(evts, "/usr/bin/dash"), the_start(evts, "/usr/bin/id")
+    assert sh["user.uid"] == id_["user.uid"] == 10001
+    assert (id_["evt.source"], id_["preload.attach"]) == ("preload", "preload")
+    assert of_type(evts, "connect", **{"fd.sip": "127.0.0.1", "fd.sport": 9, "user.uid": 10001})
+    assert "Records lost: 0" in report(podman, python_web_non_root, state)
+
+
+def test_go_service_from_scratch_is_traced_and_dies_of_sigterm(podman, go_scratch, tmp_path):
+    state = tmp_path / "state"
+    with Container(podman, go_scratch, state=state) as c:
+        assert c.get("/write?path=/etc/go-drift") == "written\n"
+        assert "connection refused" in c.get("/connect?port=9")
+        assert c.stop() == 128 + 15, c.stderr
+    evts = events(state)
+    assert_traced_activity(evts, "/app/server", "/etc/go-drift", 9)
+    assert found_rule(c.stderr, "Write below etc")["output_fields"]["proc.exepath"] == "/app/server"
+    assert "Records lost: 0" in report(podman, go_scratch, state)
+
+
+def test_debian_job_mixes_hooked_and_traced_busybox_programs(podman, debian_job, tmp_path):
+    state = tmp_path / "state"
+    r = run(podman, debian_job, state=state)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout.splitlines() == ["job: start", "job: nothing listens on port 9", "job: done"]
+    evts = events(state)
+    sh, cat = the_start(evts, "/usr/bin/dash"), the_start(evts, "/usr/bin/cat")
+    assert (sh["preload.attach"], cat["preload.attach"]) == ("preload", "preload")
+    busybox = [e for e in starts(evts).values() if e["proc.exepath"] == "/usr/bin/busybox"]
+    assert busybox and all(e["preload.attach"] == "ptrace" for e in busybox), busybox
+    pids = {e["proc.pid"] for e in busybox}
+    assert any(e["proc.pid"] in pids and e["evt.source"] == "ptrace" for e in opened(evts, "/etc/job-drift"))
+    assert any(e["proc.pid"] in pids for e in of_type(evts, "connect", **{"fd.sip": "127.0.0.1", "fd.sport": 9}))
+    assert found_rule(r.stderr, "Read sensitive file untrusted")["output_fields"]["proc.name"] == "cat"
+    assert found_rule(r.stderr, "Write below etc")["output_fields"]["proc.name"] == "busybox"
+    assert "Records lost: 0" in report(podman, debian_job, state)
+
+
+def test_bundle_libraries_never_reach_the_application(podman, debian_job, tmp_path):
+    """The application gets the hook and nothing else of /opt/preload: no LD_LIBRARY_PATH, no
+    library of the bundle's own in its memory."""
+    r = run(podman, debian_job, "sh", "-c", "env; echo --; cat /proc/self/maps", state=tmp_path / "state")
+    assert r.returncode == 0, r.stderr
+    env, _, maps = r.stdout.partition("--\n")
+    assert "LD_LIBRARY_PATH=" not in env
+    ours = {line.split()[-1] for line in maps.splitlines() if "/opt/preload/" in line}
+    assert len(ours) == 1 and ours.pop().endswith("/site-packages/preload/libpreload.so"), ours
+
+
+def test_exec_session_is_watched_with_ld_so_preload(podman, image_with_ld_so_preload, tmp_path):
+    """`podman exec` starts a process the entrypoint never saw; /etc/ld.so.preload gives it the hook."""
+    state = tmp_path / "state"
+    with Container(podman, image_with_ld_so_preload, "sleep", "600", state=state) as c:
+        r = c.exec("cat", "/etc/shadow")
+        assert r.returncode == 0, r.stderr
+        assert r.stderr == ""
+        status = c.stop()
+    assert status == 128 + 15, c.stderr
+    evts = events(state)
+    cat = the_start(evts, "/usr/bin/cat")
+    assert opened(evts, "/etc/shadow", **{"proc.pid": cat["proc.pid"]})
+    assert found_rule(c.stderr, "Read sensitive file untrusted")["output_fields"]["proc.name"] == "cat"

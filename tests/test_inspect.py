@@ -10,6 +10,7 @@ import pytest
 
 from preload import elf
 from preload.elf import KINDS, classify, format_text, to_dict
+from agent import preload
 from tools import need
 
 HELLO_C = '#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n'
@@ -75,7 +76,7 @@ def go_programs(tmp_path_factory):
 def test_dynamic_c_program_is_glibc_and_preloadable(tmp_path):
     t = classify(_program(tmp_path, "dynamic"))
     _check(t, "dynamic-glibc", "preload")
-    assert t.libc == "glibc"
+    assert t.libc == "glibc" and t.agent == "libpreload.so"
     assert "ld-linux" in t.interpreter
     assert t.machine == platform.machine()
 
@@ -84,6 +85,7 @@ def test_static_c_program_needs_ptrace(tmp_path):
     t = classify(_program(tmp_path, "static", "-static"))
     _check(t, "static", "ptrace")
     assert t.interpreter is None and t.libc is None
+    assert t.agent == "preload-trace"
 
 
 def test_static_pie_is_told_apart_from_dynamic_pie_and_needs_ptrace(tmp_path):
@@ -122,13 +124,14 @@ def test_unknown_loader_without_libc_is_dynamic_other(tmp_path):
 def test_dynamic_musl_program_is_musl_and_preloadable(tmp_path):
     t = classify(_program(tmp_path, "musl", compiler=("musl-gcc", "musl-tools")))
     _check(t, "dynamic-musl", "preload")
-    assert t.libc == "musl"
+    assert t.libc == "musl" and t.agent == "libpreload-musl.so"
     assert "ld-musl" in t.interpreter
 
 
 def test_static_musl_program_needs_ptrace(tmp_path):
     t = classify(_program(tmp_path, "musl-static", "-static", compiler=("musl-gcc", "musl-tools")))
     _check(t, "static", "ptrace")
+    assert t.agent == "preload-trace"
 
 
 def test_static_go_program_needs_ptrace(go_programs):
@@ -142,6 +145,7 @@ def test_cgo_program_is_go_even_when_dynamically_linked(go_programs):
     t = classify(go_programs["cgo"])
     _check(t, "go", "ptrace")
     assert "ld-linux" in t.interpreter and t.libc == "glibc"
+    assert t.agent == "preload-trace"  # not the glibc hook its loader could take
 
 
 @pytest.mark.parametrize("name", ["static", "no-buildid", "cgo"])
@@ -183,7 +187,7 @@ def test_env_script_is_classified_by_the_program_found_on_path(tmp_path, shebang
 def test_script_with_missing_interpreter_cannot_attach(tmp_path):
     t = classify(_script(tmp_path, "run", "#!/nonexistent/interp\n"))
     _check(t, "script", "none")
-    assert t.script_target.kind == "missing"
+    assert t.script_target.kind == "missing" and t.agent is None
     assert "/nonexistent/interp" in t.reason
 
 
@@ -191,6 +195,13 @@ def test_env_script_with_unknown_program_cannot_attach(tmp_path):
     t = classify(_script(tmp_path, "run", "#!/usr/bin/env no-such-program-preload\n"))
     _check(t, "script", "none")
     assert "no-such-program-preload" in t.reason
+
+
+def test_script_run_by_a_musl_program_is_watched_with_the_musl_hook(tmp_path):
+    interp = _program(tmp_path, "musl-interp", compiler=("musl-gcc", "musl-tools"))
+    t = classify(_script(tmp_path, "run", f"#!{interp}\n"))
+    _check(t, "script", "preload")
+    assert t.agent == "libpreload-musl.so"
 
 
 def test_script_run_by_another_script_follows_the_chain(tmp_path):
@@ -295,11 +306,23 @@ def test_format_text_prints_one_aligned_line_per_target(tmp_path):
     assert len(lines) == len(targets)
     kind_column = max(len(t.path) for t in targets) + 2
     attach_column = kind_column + max(len(t.kind) for t in targets) + 2
+    agent_column = attach_column + max(len(t.attach) for t in targets) + 2
     for line, t in zip(lines, targets):
         assert line.startswith(t.path + " ")
         assert line[kind_column:].startswith(t.kind + " ")
         assert line[attach_column:].startswith(t.attach + " ")
+        assert line[agent_column:].startswith((t.agent or "-") + " ")
         assert line.endswith(t.reason)
+
+
+def test_inspect_command_names_the_hook_or_the_tracer_each_program_gets(tmp_path):
+    programs = {"libpreload.so": _program(tmp_path, "dynamic"),
+                "libpreload-musl.so": _program(tmp_path, "musl", compiler=("musl-gcc", "musl-tools")),
+                "preload-trace": _program(tmp_path, "static", "-static")}
+    r = preload("inspect", *programs.values(), state_dir=tmp_path)
+    assert (r.returncode, r.stderr) == (0, b"")  # every agent is installed: no warning
+    lines = r.stdout.decode().splitlines()
+    assert [line.split()[3] for line in lines] == list(programs)
 
 
 def test_exec_time_decision_agrees_with_inspect(tmp_path, go_programs):

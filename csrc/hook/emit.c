@@ -43,10 +43,19 @@ static uint32_t pl_seq, pl_failed;
 static int pl_argc;
 static char **pl_argv;
 
+/* A libc without the function (musl has no closefrom, close_range, execveat; an older glibc than
+ * the build's may lack some): only a program probing for the name finds our hook, and its call
+ * fails with ENOSYS instead of the hook calling itself forever. */
+static long pl_enosys(void)
+{
+    errno = ENOSYS;
+    return -1;
+}
+
 void *pl_dlsym(const char *name)
 {
     void *p = dlsym(RTLD_NEXT, name);
-    return p ? p : dlsym(RTLD_DEFAULT, name);
+    return p ? p : (void *)pl_enosys;
 }
 
 /* Our own fd work goes straight to the kernel: never through a hook, ours or another preload's. */
@@ -224,8 +233,10 @@ static void rec_stamp(struct pl_rec *r, pid_t pid, pid_t ppid, uint64_t stream, 
 void pl_rec_send(struct pl_rec *r)
 {
     pid_t self = pl_pid, pid;
-    /* only exec records are made in a vfork child (between vfork and exec or _exit) */
-    if (PL_UNLIKELY(((struct preload_hdr *)r->buf)->kind == PRELOAD_REC_EXEC && (pid = pl_self()) != self)) {
+    /* only the records of an exec are made in a vfork child (between vfork and exec or _exit) */
+    unsigned kind = ((struct preload_hdr *)r->buf)->kind;
+    if (PL_UNLIKELY((kind == PRELOAD_REC_EXEC || kind == PRELOAD_REC_CALL || kind == PRELOAD_REC_BLIND) &&
+                    (pid = pl_self()) != self)) {
         uint64_t stream = new_stream(pid);
         rec_stamp(r, pid, self, stream, 1); /* a one-record stream of its own */
         if (chan_send_private(r->buf, r->len) != 0) spool(pid, self, stream, 1, 1);
@@ -263,6 +274,70 @@ static void spool(pid_t pid, pid_t ppid, uint64_t stream, uint32_t seq, uint32_t
 
 /* ---- life of the process image ---- */
 
+/* The command line as the kernel keeps it (NUL-terminated strings), read in place after the record's
+ * other strings: for a constructor that was given no argv (musl calls constructors without one).
+ * Returns how many strings it added. */
+static int cmdline(struct pl_rec *r)
+{
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    size_t got = 0, room = r->cap - r->len - 1;
+    for (ssize_t n; got < room && (n = syscall(SYS_read, fd, r->buf + r->len + got, room - got)) > 0;)
+        got += (size_t)n;
+    sys_close(fd);
+    if (!got) return 0;
+    if (got == room) r->truncated = 1;
+    if (r->buf[r->len + got - 1]) r->buf[r->len + got++] = 0; /* cut: end the last string */
+    int n = 0;
+    for (size_t i = 0; i < got; i++) n += !r->buf[r->len + i];
+    r->len += got;
+    r->nstr += n;
+    return n;
+}
+
+/* The file mapped at addr, from /proc/self/maps, into out; 0, or -1 when not found. */
+static __attribute__((noinline)) int mapped_file(uintptr_t addr, char *out, size_t cap)
+{
+    char line[PATH_MAX + 128];
+    size_t have = 0;
+    int found = -1, fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    for (;;) {
+        ssize_t n = syscall(SYS_read, fd, line + have, sizeof line - 1 - have);
+        if (n <= 0) break;
+        have += (size_t)n;
+        line[have] = 0;
+        char *nl;
+        while ((nl = memchr(line, '\n', have))) {
+            *nl = 0;
+            unsigned long lo, hi;
+            int path_at = 0;
+            if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &path_at) == 2 && path_at &&
+                addr >= lo && addr < hi && line[path_at] == '/') {
+                snprintf(out, cap, "%s", line + path_at);
+                found = 0;
+                goto done;
+            }
+            have -= (size_t)(nl + 1 - line);
+            memmove(line, nl + 1, have);
+        }
+        if (have == sizeof line - 1) have = 0; /* a line longer than any path: skip it */
+    }
+done:
+    sys_close(fd);
+    return found;
+}
+
+/* The program's file. /proc/self/exe names the loader when the loader was run as a program
+ * (`ld-linux.so PROGRAM`, AT_BASE 0): the program is then the file its headers are mapped from. */
+static void exe_path(char *out, size_t cap)
+{
+    ssize_t n = readlink("/proc/self/exe", out, cap - 1);
+    out[n > 0 ? n : 0] = 0;
+    if (PL_UNLIKELY(getauxval(AT_BASE) == 0) && getauxval(AT_PHDR))
+        mapped_file(getauxval(AT_PHDR), out, cap);
+}
+
 static void send_start(void)
 {
     /* the credentials the kernel gave this image, without a system call each */
@@ -276,8 +351,7 @@ static void send_start(void)
     int argc = pl_argv ? pl_argc : 0;
     pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_START, PRELOAD_SRC_HOOK, &s, sizeof s);
     /* exe and cwd are written in place: no second buffer on the stack */
-    ssize_t n = readlink("/proc/self/exe", r.buf + r.len, PATH_MAX - 1);
-    r.buf[r.len + (n > 0 ? n : 0)] = 0;
+    exe_path(r.buf + r.len, PATH_MAX);
     pl_rec_adopt(&r);
     if (!getcwd(r.buf + r.len, PATH_MAX)) r.buf[r.len] = 0;
     pl_rec_adopt(&r);
@@ -285,6 +359,7 @@ static void send_start(void)
     int kept = 0;
     for (; kept < argc && r.len < r.cap - 1; kept++) pl_rec_str(&r, pl_argv[kept]);
     if (kept < argc) r.truncated = 1;
+    if (!pl_argv) kept = cmdline(&r);
     ((struct preload_start *)(buf + sizeof(struct preload_hdr)))->argc = (uint32_t)kept;
     pl_rec_send(&r);
 }
@@ -299,9 +374,51 @@ static void after_fork_child(void)
     pl_table_forget();
 }
 
-static int configure(void)
+/* A process that `preload run` did not start (a `docker exec` session, loaded by /etc/ld.so.preload)
+ * finds the daemon of its container through a link that the supervisor keeps in /dev/shm, named after
+ * the pid namespace that they share: target the daemon's socket. Into out; 0, or -1 when there is none
+ * (no daemon: this process stays silent). */
+static int well_known(char *out, size_t cap)
 {
+    struct stat ns;
+    char link[64];
+    if (stat("/proc/self/ns/pid", &ns) != 0) return -1;
+    snprintf(link, sizeof link, "/dev/shm/preload-%llu.sock", (unsigned long long)ns.st_ino);
+    ssize_t n = readlink(link, out, cap - 1);
+    if (n <= 0 || (size_t)n >= cap - 1 || out[0] != '/') return -1;
+    out[n] = 0;
+    return 0;
+}
+
+/* Whether a process that found the daemon through the link reports to it: not the daemon itself,
+ * which holds its listening socket at PL_LISTEN_FD (something no other process can have), and only
+ * when the daemon is there: else nothing more is tried (no delay, no spool file). */
+#define PL_LISTEN_FD 62
+
+static int reachable(void)
+{
+    struct sockaddr_un self;
+    socklen_t len = sizeof self;
+    int listening = 0;
+    socklen_t olen = sizeof listening;
+    if (getsockname(PL_LISTEN_FD, (struct sockaddr *)&self, &len) == 0 && len == pl_addrlen &&
+        memcmp(&self, &pl_addr, len) == 0 &&
+        getsockopt(PL_LISTEN_FD, SOL_SOCKET, SO_ACCEPTCONN, &listening, &olen) == 0 && listening)
+        return 0;
+    int keep, fd = chan_connect(&keep);
+    if (fd >= 0 && !keep) sys_close(fd);
+    return fd >= 0;
+}
+
+static int configure(int *by_link)
+{
+    char where[sizeof pl_addr.sun_path];
     const char *sock = getenv("PRELOAD_SOCKET");
+    pl_route_init();
+    if (!sock && !pl_injected && well_known(where, sizeof where) == 0) {
+        sock = where;
+        *by_link = 1;
+    }
     if (!sock || !*sock || strlen(sock) >= sizeof pl_addr.sun_path) return 0;
     pl_addr.sun_family = AF_UNIX;
     strcpy(pl_addr.sun_path, sock);
@@ -311,22 +428,31 @@ static int configure(void)
         memcpy(pl_spooldir, sock, (size_t)(slash - sock));
         strcpy(pl_spooldir + (slash - sock), "/spool");
     }
-    pl_route_init();
     return 1;
 }
 
-/* glibc passes argc/argv/envp to ELF constructors; other libcs may pass nothing useful. */
+/* glibc passes argc/argv/envp to ELF constructors; musl passes nothing (send_start reads the
+ * command line from /proc then). */
 __attribute__((constructor)) static void pl_init(int argc, char **argv, char **envp)
 {
     (void)envp;
     int saved = errno;
-    if (configure()) {
+    int by_link = 0;
+    if (configure(&by_link)) {
+#ifdef __GLIBC__
         pl_argc = argc;
         pl_argv = (argc > 0 && argv) ? argv : NULL;
+#else
+        (void)argc, (void)argv;
+#endif
         pl_pid = pl_self();
         pl_ppid = getppid();
         pl_stream = new_stream(pl_pid);
         pl_fd = chan_inherited();
+        if (pl_fd < 0 && by_link && !reachable()) {
+            errno = saved;
+            return;
+        }
         pthread_atfork(NULL, NULL, after_fork_child);
         pl_depth++;
         send_start();

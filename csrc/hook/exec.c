@@ -3,7 +3,13 @@
  * from the library constructor; this record is what remains when the target does not load the hook
  * (static, Go), and such a target is started through the tracer's launcher (route.c) when there is
  * a tracer. glibc's execvp, system and popen reach execve/posix_spawn without the PLT, so each
- * public entry point is hooked. In a vfork child only async-signal-safe work happens here. */
+ * public entry point is hooked, and all of them go through start().
+ *
+ * The new program gets the hook back when its environment lost it (env -i, unsetenv, a changed
+ * LD_PRELOAD or PRELOAD_* variable): the exec is reported as hook_removed and goes ahead with the
+ * hook put back, first in LD_PRELOAD, the program's other preloads kept. LD_PRELOAD names the build
+ * of the hook for the target's libc; without one, the hook is left out and the program reported
+ * blind. In a vfork child only async-signal-safe work happens here: no malloc, bounded stack. */
 #include "hook.h"
 
 #include <fcntl.h>
@@ -13,9 +19,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 extern char **environ;
+
+#define LD "LD_PRELOAD="
+#define LDLEN (sizeof LD - 1)
 
 /* What execvp will run: the first executable match on PATH (for the record only). */
 static const char *on_path(const char *file, char *out, size_t cap)
@@ -32,7 +43,9 @@ static const char *on_path(const char *file, char *out, size_t cap)
     }
 }
 
-/* Apart from record_exec so that its buffer and the flush's are never on the stack together:
+/* ---- records ---- */
+
+/* Apart from the hooks so that a record's buffer and the exec's are never on the stack together:
  * these hooks run on small thread stacks and on signal stacks too. */
 __attribute__((noinline)) static void send_exec(unsigned api, unsigned phase, int res, int fd,
                                                 const char *path, char *const argv[], int traced)
@@ -50,73 +63,257 @@ __attribute__((noinline)) static void send_exec(unsigned api, unsigned phase, in
     pl_rec_send(&r);
 }
 
-static void record_exec(unsigned api, unsigned phase, int res, int fd, const char *path,
-                        char *const argv[], int traced)
+/* strings: the program, its command line as one string (a CALL record carries three at most) */
+__attribute__((noinline)) static void send_removed(const char *path, char *const argv[])
 {
-    int err = errno;
-    if (!pl_enter()) return;
-    if (phase == PRELOAD_EXEC_ATTEMPT && !pl_in_vfork_child()) pl_flush_counts();
-    send_exec(api, phase, res, fd, path, argv, traced);
-    pl_leave();
-    errno = err;
+    struct preload_call c = {.api = PRELOAD_API_HOOK_REMOVED};
+    char buf[PL_BUF];
+    struct pl_rec r;
+    pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_CALL, PRELOAD_SRC_HOOK, &c, sizeof c);
+    pl_rec_str(&r, path);
+    size_t at = r.len, end = r.cap - 1;
+    for (size_t i = 0; argv && argv[i]; i++) {
+        size_t n = strlen(argv[i]) + (i > 0);
+        if (n > end - at) {
+            n = end - at;
+            r.truncated = 1;
+        }
+        if (i && n) r.buf[at++] = ' ', n--;
+        memcpy(r.buf + at, argv[i], n);
+        at += n;
+    }
+    r.buf[at] = 0;
+    pl_rec_adopt(&r);
+    pl_rec_send(&r);
 }
 
-/* Whether this exec goes to the tracer: decided before the attempt is recorded, which says so. */
-static int routed(int dirfd, const char *path)
+__attribute__((noinline)) static void send_blind(unsigned reason, const char *path)
 {
-    int err = errno, r = pl_route_wanted(dirfd, path);
+    struct preload_blind b = {.reason = reason};
+    char buf[PL_BUF];
+    struct pl_rec r;
+    pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_BLIND, PRELOAD_SRC_HOOK, &b, sizeof b);
+    pl_rec_str(&r, path);
+    pl_rec_send(&r);
+}
+
+/* ---- the new program's environment ---- */
+
+struct fix {
+    const char *ld; /* "LD_PRELOAD=<the hook's build for the target>", NULL when there is none */
+    int rewrite;    /* the environment must change */
+    int removed;    /* ... because it lost the hook: tampering */
+};
+
+static int agent_var(const char *e)
+{
+    return e[0] == 'P' && (strncmp(e, "PRELOAD_SOCKET=", 15) == 0 || strncmp(e, "PRELOAD_TRACE=", 14) == 0);
+}
+
+/* The cheap part, at every exec: one pass over envp for LD_PRELOAD and the PRELOAD_* variables. */
+static void check_env(char *const *envp, int kind, struct fix *f)
+{
+    f->ld = NULL;
+    f->rewrite = f->removed = 0;
+    if (!pl_injected) return; /* loaded by /etc/ld.so.preload: the environment does not carry us */
+    f->ld = pl_hook_for(kind);
+    int ld_seen = 0, sock_seen = 0, trace_seen = 0;
+    int sock_ok = !pl_env_socket[0], trace_ok = !pl_env_trace[0];
+    for (; envp && *envp; envp++) {
+        const char *e = *envp;
+        if (e[0] == 'L' && strncmp(e, LD, LDLEN) == 0) {
+            ld_seen = 1; /* every one counts: the loader takes the last, getenv the first */
+            if (f->ld ? !pl_names(e + LDLEN, f->ld + LDLEN) : 1) {
+                int ours = 0;
+                for (const char *p = e + LDLEN; *p && !ours;) {
+                    size_t n = strcspn(p, " :\t\n");
+                    ours = pl_is_hook(p, n);
+                    p += n;
+                    p += *p != 0;
+                }
+                f->removed |= !ours;
+                f->rewrite |= ours || f->ld; /* the other build of ours, or ours where none fits */
+            }
+        } else if (e[0] == 'P' && !sock_seen && strncmp(e, "PRELOAD_SOCKET=", 15) == 0) {
+            sock_seen = 1;
+            sock_ok = strcmp(e, pl_env_socket) == 0;
+        } else if (e[0] == 'P' && !trace_seen && strncmp(e, "PRELOAD_TRACE=", 14) == 0) {
+            trace_seen = 1;
+            trace_ok = strcmp(e, pl_env_trace) == 0;
+        }
+    }
+    f->removed |= !ld_seen || !sock_ok || !trace_ok;
+    f->rewrite |= f->removed;
+}
+
+/* Their entries in their order, LD_PRELOAD and ours last: the hook's build first in LD_PRELOAD, then
+ * their other preloads. In space when it fits, else in pages of its own (*map): in a vfork child
+ * those stay in the parent's address space after the exec, a rare case (a huge environment that
+ * lost the hook) that costs the parent a few pages. NULL when there is no memory for it. */
+static char **rebuilt(char *const *envp, const struct fix *f, char *space, size_t cap, void **map,
+                      size_t *maplen)
+{
+    size_t n = 0, theirs = 0;
+    for (; envp && envp[n]; n++)
+        if (strncmp(envp[n], LD, LDLEN) == 0) theirs += strlen(envp[n] + LDLEN) + 1;
+    size_t ptrs = (n + 4) * sizeof(char *);
+    size_t need = ptrs + sizeof LD + (f->ld ? strlen(f->ld) : 0) + theirs + 1;
+    char *mem = space;
+    if (need > cap) {
+        mem = (char *)syscall(SYS_mmap, NULL, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (mem == MAP_FAILED) return NULL;
+        *map = mem;
+        *maplen = need;
+    }
+    char **out = (char **)mem, *ld = mem + ptrs, *at = ld;
+    size_t k = 0;
+    at = stpcpy(at, f->ld ? f->ld : LD);
+    for (size_t i = 0; i < n; i++) {
+        const char *e = envp[i];
+        if (strncmp(e, LD, LDLEN) == 0) {
+            for (const char *p = e + LDLEN; *p;) {
+                size_t len = strcspn(p, " :\t\n");
+                if (len && !pl_is_hook(p, len)) {
+                    if (at > ld + LDLEN) *at++ = ' ';
+                    memcpy(at, p, len);
+                    at += len;
+                }
+                p += len;
+                p += *p != 0;
+            }
+        } else if (!agent_var(e)) {
+            out[k++] = (char *)e;
+        }
+    }
+    *at = 0;
+    if (at > ld + LDLEN) out[k++] = ld;
+    if (pl_env_socket[0]) out[k++] = pl_env_socket;
+    if (pl_env_trace[0]) out[k++] = pl_env_trace;
+    out[k] = NULL;
+    return out;
+}
+
+/* ---- one exec, whatever the entry point ---- */
+
+enum how { BY_PATH, BY_SEARCH, BY_AT, BY_FD, SPAWN, SPAWNP };
+
+struct start {
+    unsigned api;
+    enum how how;
+    int fd;           /* execveat's dirfd, fexecve's fd, else -1 */
+    int by_fd;        /* the program is fd itself */
+    const char *file; /* as the caller gave it */
+    const char *path; /* what runs, for the records: resolved where it could be */
+    char *const *argv, *const *envp;
+    int flags; /* execveat's */
+    pid_t *pid;
+    const posix_spawn_file_actions_t *fa;
+    const posix_spawnattr_t *attr;
+};
+
+static int is_spawn(const struct start *s) { return s->how == SPAWN || s->how == SPAWNP; }
+
+/* The call itself, with the environment settled; apart so that its buffer is not on the stack
+ * with a record's. Returns as the real call does. */
+__attribute__((noinline)) static int launch(const struct start *s, int traced, const struct fix *f)
+{
+    char space[1536] __attribute__((aligned(16)));
+    void *map = NULL;
+    size_t maplen = 0;
+    char *const *envp = s->envp;
+    if (f->rewrite) {
+        char **env = rebuilt(s->envp, f, space, sizeof space, &map, &maplen);
+        if (env) envp = env;
+    }
+    int r;
+    if (traced && !is_spawn(s)) pl_exec_traced(s->by_fd ? s->fd : -1, s->path, s->argv, envp);
+    /* returns only when the launcher could not be started: the exec then goes ahead as asked */
+    switch (s->how) {
+    case BY_PATH: r = REAL(execve)(s->file, s->argv, envp); break;
+    case BY_SEARCH: r = REAL(execvpe)(s->file, s->argv, envp); break;
+    case BY_AT: r = (int)syscall(SYS_execveat, s->fd, s->file, s->argv, envp, s->flags); break;
+    case BY_FD: r = REAL(fexecve)(s->fd, s->argv, envp); break;
+    default:
+        r = traced ? pl_spawn_traced(s->pid, s->path, s->fa, s->attr, s->argv, envp)
+            : s->how == SPAWN ? REAL(posix_spawn)(s->pid, s->file, s->fa, s->attr, s->argv, envp)
+                              : REAL(posix_spawnp)(s->pid, s->file, s->fa, s->attr, s->argv, envp);
+    }
+    if (map) {
+        int err = errno;
+        syscall(SYS_munmap, map, maplen);
+        errno = err;
+    }
+    return r;
+}
+
+/* The decisions (tracer, the hook's build, environment) are made whatever the re-entrancy depth:
+ * they call no hook. Records are sent only from the outermost hook. */
+static int start(const struct start *s, int dirfd, const char *what)
+{
+    int err = errno;
+    int kind = pl_enabled && what ? pl_route_kind(dirfd, what) : PRELOAD_ELF_UNKNOWN;
+    int traced = pl_route_traced(kind);
+    struct fix f = {0};
+    if (pl_enabled) check_env(s->envp, kind, &f);
+    int fd = s->how == BY_AT || s->how == BY_FD ? s->fd : -1;
+    if (pl_enter()) {
+        if (!pl_in_vfork_child()) pl_flush_counts();
+        send_exec(s->api, PRELOAD_EXEC_ATTEMPT, 0, fd, s->path, s->argv, traced);
+        if (f.removed) send_removed(s->path, s->argv);
+        if ((kind & PRELOAD_ELF_SECURE) && !(kind == (PRELOAD_ELF_DYNAMIC | PRELOAD_ELF_SECURE) && pl_in_ld_so_preload()))
+            send_blind(PRELOAD_BLIND_SECURE, s->path);
+        else if (f.rewrite && !f.ld)
+            send_blind(PRELOAD_BLIND_NO_VARIANT, s->path);
+        pl_leave();
+    }
+    errno = err;
+    int r = launch(s, traced, &f);
+    err = errno;
+    int failed = is_spawn(s) ? r : r < 0 ? err : 0;
+    if (failed && pl_enter()) {
+        send_exec(s->api, PRELOAD_EXEC_FAILED, -failed, fd, s->path, s->argv, 0);
+        pl_leave();
+    }
     errno = err;
     return r;
 }
 
-#define ATTEMPT(api, fd, path, argv) record_exec(api, PRELOAD_EXEC_ATTEMPT, 0, fd, path, argv, traced)
-#define FAILED(api, err, fd, path, argv) record_exec(api, PRELOAD_EXEC_FAILED, -(err), fd, path, argv, 0)
-/* returns only when the launcher could not be started: the exec then goes ahead as asked */
-#define VIA_TRACER(fd, path, argv, envp) \
-    if (traced) pl_exec_traced(fd, path, argv, envp)
+#define START(dirfd, what, ...)                         \
+    do {                                                \
+        struct start s_ = {__VA_ARGS__};                \
+        return start(&s_, dirfd, what);                 \
+    } while (0)
+
+/* What execvp would run: classified only when it was found (or has a slash). */
+#define SEARCHED(file, full) on_path(file, full, sizeof full)
+#define FOUND(path) ((path) && strchr(path, '/') ? (path) : NULL)
 
 PL_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
-    int traced = routed(AT_FDCWD, path);
-    ATTEMPT(PRELOAD_API_EXECVE, -1, path, argv);
-    VIA_TRACER(-1, path, argv, envp);
-    int r = REAL(execve)(path, argv, envp);
-    FAILED(PRELOAD_API_EXECVE, errno, -1, path, argv);
-    return r;
+    START(AT_FDCWD, path, .api = PRELOAD_API_EXECVE, .how = BY_PATH, .fd = -1, .file = path, .path = path,
+          .argv = argv, .envp = envp);
 }
 
 PL_EXPORT int execv(const char *path, char *const argv[])
 {
-    int traced = routed(AT_FDCWD, path);
-    ATTEMPT(PRELOAD_API_EXECV, -1, path, argv);
-    VIA_TRACER(-1, path, argv, environ);
-    int r = REAL(execv)(path, argv);
-    FAILED(PRELOAD_API_EXECV, errno, -1, path, argv);
-    return r;
+    START(AT_FDCWD, path, .api = PRELOAD_API_EXECV, .how = BY_PATH, .fd = -1, .file = path, .path = path,
+          .argv = argv, .envp = environ);
 }
 
 PL_EXPORT int execvp(const char *file, char *const argv[])
 {
     char full[PL_BUF];
-    const char *path = on_path(file, full, sizeof full);
-    int traced = path != file && routed(AT_FDCWD, path);
-    ATTEMPT(PRELOAD_API_EXECVP, -1, path, argv);
-    VIA_TRACER(-1, path, argv, environ);
-    int r = REAL(execvp)(file, argv);
-    FAILED(PRELOAD_API_EXECVP, errno, -1, path, argv);
-    return r;
+    const char *path = SEARCHED(file, full);
+    START(AT_FDCWD, FOUND(path), .api = PRELOAD_API_EXECVP, .how = BY_SEARCH, .fd = -1, .file = file,
+          .path = path, .argv = argv, .envp = environ);
 }
 
 PL_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
     char full[PL_BUF];
-    const char *path = on_path(file, full, sizeof full);
-    int traced = path != file && routed(AT_FDCWD, path);
-    ATTEMPT(PRELOAD_API_EXECVPE, -1, path, argv);
-    VIA_TRACER(-1, path, argv, envp);
-    int r = REAL(execvpe)(file, argv, envp);
-    FAILED(PRELOAD_API_EXECVPE, errno, -1, path, argv);
-    return r;
+    const char *path = SEARCHED(file, full);
+    START(AT_FDCWD, FOUND(path), .api = PRELOAD_API_EXECVPE, .how = BY_SEARCH, .fd = -1, .file = file,
+          .path = path, .argv = argv, .envp = envp);
 }
 
 /* The execl family: collect the variadic arguments into an argv on the stack. */
@@ -136,107 +333,125 @@ PL_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 PL_EXPORT int execl(const char *path, const char *arg, ...)
 {
     COLLECT_ARGV(arg, argv, (void)0);
-    int traced = routed(AT_FDCWD, path);
-    ATTEMPT(PRELOAD_API_EXECL, -1, path, argv);
-    VIA_TRACER(-1, path, argv, environ);
-    int r = REAL(execv)(path, argv);
-    FAILED(PRELOAD_API_EXECL, errno, -1, path, argv);
-    return r;
+    START(AT_FDCWD, path, .api = PRELOAD_API_EXECL, .how = BY_PATH, .fd = -1, .file = path, .path = path,
+          .argv = argv, .envp = environ);
 }
 
 PL_EXPORT int execlp(const char *file, const char *arg, ...)
 {
     COLLECT_ARGV(arg, argv, (void)0);
     char full[PL_BUF];
-    const char *path = on_path(file, full, sizeof full);
-    int traced = path != file && routed(AT_FDCWD, path);
-    ATTEMPT(PRELOAD_API_EXECLP, -1, path, argv);
-    VIA_TRACER(-1, path, argv, environ);
-    int r = REAL(execvp)(file, argv);
-    FAILED(PRELOAD_API_EXECLP, errno, -1, path, argv);
-    return r;
+    const char *path = SEARCHED(file, full);
+    START(AT_FDCWD, FOUND(path), .api = PRELOAD_API_EXECLP, .how = BY_SEARCH, .fd = -1, .file = file,
+          .path = path, .argv = argv, .envp = environ);
 }
 
 PL_EXPORT int execle(const char *path, const char *arg, ...)
 {
     char *const *envp;
     COLLECT_ARGV(arg, argv, envp = va_arg(ap_, char *const *));
-    int traced = routed(AT_FDCWD, path);
-    ATTEMPT(PRELOAD_API_EXECLE, -1, path, argv);
-    VIA_TRACER(-1, path, argv, envp);
-    int r = REAL(execve)(path, argv, envp);
-    FAILED(PRELOAD_API_EXECLE, errno, -1, path, argv);
-    return r;
+    START(AT_FDCWD, path, .api = PRELOAD_API_EXECLE, .how = BY_PATH, .fd = -1, .file = path, .path = path,
+          .argv = argv, .envp = envp);
 }
 
-PL_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[],
-                       int flags)
+PL_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
 {
     char full[PL_BUF];
     const char *p = path;
     if ((flags & AT_EMPTY_PATH) && p && !*p) p = "."; /* the file is dirfd itself */
     pl_abspath(dirfd, p, full, sizeof full);
     int by_fd = p != path;
-    int traced = routed(dirfd, by_fd ? "" : path);
-    ATTEMPT(PRELOAD_API_EXECVEAT, dirfd, full, argv);
-    VIA_TRACER(by_fd ? dirfd : -1, full, argv, envp);
-    int r = REAL(execveat)(dirfd, path, argv, envp, flags);
-    FAILED(PRELOAD_API_EXECVEAT, errno, dirfd, full, argv);
-    return r;
+    START(dirfd, by_fd ? "" : path, .api = PRELOAD_API_EXECVEAT, .how = BY_AT, .fd = dirfd, .by_fd = by_fd,
+          .file = path, .path = full, .argv = argv, .envp = envp, .flags = flags);
 }
 
 PL_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
     char full[PL_BUF];
     pl_abspath(fd, ".", full, sizeof full);
-    int traced = routed(fd, "");
-    ATTEMPT(PRELOAD_API_FEXECVE, fd, full, argv);
-    VIA_TRACER(fd, NULL, argv, envp);
-    int r = REAL(fexecve)(fd, argv, envp);
-    FAILED(PRELOAD_API_FEXECVE, errno, fd, full, argv);
-    return r;
+    START(fd, "", .api = PRELOAD_API_FEXECVE, .how = BY_FD, .fd = fd, .by_fd = 1, .path = full,
+          .argv = argv, .envp = envp);
 }
 
 PL_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
                           const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-    int traced = routed(AT_FDCWD, path);
-    ATTEMPT(PRELOAD_API_POSIX_SPAWN, -1, path, argv);
-    int r = traced ? pl_spawn_traced(pid, path, fa, attr, argv, envp)
-                   : REAL(posix_spawn)(pid, path, fa, attr, argv, envp);
-    if (r) FAILED(PRELOAD_API_POSIX_SPAWN, r, -1, path, argv);
-    return r;
+    START(AT_FDCWD, path, .api = PRELOAD_API_POSIX_SPAWN, .how = SPAWN, .fd = -1, .file = path, .path = path,
+          .argv = argv, .envp = envp, .pid = pid, .fa = fa, .attr = attr);
 }
 
 PL_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
                            const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
     char full[PL_BUF];
-    const char *path = on_path(file, full, sizeof full);
-    int traced = path != file && routed(AT_FDCWD, path);
-    ATTEMPT(PRELOAD_API_POSIX_SPAWNP, -1, path, argv);
-    int r = traced ? pl_spawn_traced(pid, path, fa, attr, argv, envp)
-                   : REAL(posix_spawnp)(pid, file, fa, attr, argv, envp);
-    if (r) FAILED(PRELOAD_API_POSIX_SPAWNP, r, -1, path, argv);
-    return r;
+    const char *path = SEARCHED(file, full);
+    START(AT_FDCWD, FOUND(path), .api = PRELOAD_API_POSIX_SPAWNP, .how = SPAWNP, .fd = -1, .file = file,
+          .path = path, .argv = argv, .envp = envp, .pid = pid, .fa = fa, .attr = attr);
+}
+
+/* system() and popen() start sh with the process's own environment: when it lost the hook, the
+ * hook goes back there (not async-signal-safe, as these two are not). */
+static void keep_hook_in_environ(char *const argv[])
+{
+    struct fix f = {0};
+    if (pl_enabled) check_env(environ, PRELOAD_ELF_UNKNOWN, &f);
+    if (!f.rewrite) return;
+    if (f.removed && pl_enter()) {
+        send_removed("/bin/sh", argv);
+        pl_leave();
+    }
+    char space[1536] __attribute__((aligned(16)));
+    void *map = NULL;
+    size_t maplen = 0;
+    char **env = rebuilt(environ, &f, space, sizeof space, &map, &maplen);
+    static const char *const names[] = {"LD_PRELOAD", "PRELOAD_SOCKET", "PRELOAD_TRACE"};
+    for (size_t i = 0; env && i < sizeof names / sizeof *names; i++) {
+        size_t n = strlen(names[i]);
+        const char *value = NULL;
+        for (char **e = env; *e && !value; e++)
+            if (strncmp(*e, names[i], n) == 0 && (*e)[n] == '=') value = *e + n + 1;
+        if (value) setenv(names[i], value, 1);
+        else unsetenv(names[i]);
+    }
+    if (map) syscall(SYS_munmap, map, maplen);
 }
 
 PL_EXPORT int system(const char *cmd)
 {
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
-    int traced = 0; /* the shell is a program like any other: its exec decides */
-    if (cmd) ATTEMPT(PRELOAD_API_SYSTEM, -1, "/bin/sh", argv);
+    int err = errno;
+    if (cmd && pl_enter()) {
+        send_exec(PRELOAD_API_SYSTEM, PRELOAD_EXEC_ATTEMPT, 0, -1, "/bin/sh", argv, 0);
+        pl_leave();
+    }
+    if (cmd) keep_hook_in_environ(argv);
+    errno = err;
     int r = REAL(system)(cmd);
-    if (cmd && r == -1) FAILED(PRELOAD_API_SYSTEM, errno, -1, "/bin/sh", argv);
+    if (cmd && r == -1 && pl_enter()) {
+        err = errno;
+        send_exec(PRELOAD_API_SYSTEM, PRELOAD_EXEC_FAILED, -err, -1, "/bin/sh", argv, 0);
+        pl_leave();
+        errno = err;
+    }
     return r;
 }
 
 PL_EXPORT FILE *popen(const char *cmd, const char *type)
 {
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
-    int traced = 0;
-    ATTEMPT(PRELOAD_API_POPEN, -1, "/bin/sh", argv);
+    int err = errno;
+    if (pl_enter()) {
+        send_exec(PRELOAD_API_POPEN, PRELOAD_EXEC_ATTEMPT, 0, -1, "/bin/sh", argv, 0);
+        pl_leave();
+    }
+    keep_hook_in_environ(argv);
+    errno = err;
     FILE *f = REAL(popen)(cmd, type);
-    if (!f) FAILED(PRELOAD_API_POPEN, errno, -1, "/bin/sh", argv);
+    if (!f && pl_enter()) {
+        err = errno;
+        send_exec(PRELOAD_API_POPEN, PRELOAD_EXEC_FAILED, -err, -1, "/bin/sh", argv, 0);
+        pl_leave();
+        errno = err;
+    }
     return f;
 }

@@ -8,11 +8,6 @@
 #include <stdio.h>
 #include <string.h>
 
-int __open_2(const char *path, int flags);
-int __open64_2(const char *path, int flags);
-int __openat_2(int dirfd, const char *path, int flags);
-int __openat64_2(int dirfd, const char *path, int flags);
-
 static int wants_mode(int flags) { return (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE; }
 
 static int is_write(int flags)
@@ -80,14 +75,6 @@ PL_EXPORT int open(const char *path, int flags, ...)
     return fd;
 }
 
-PL_EXPORT int open64(const char *path, int flags, ...)
-{
-    VA_MODE(flags);
-    int fd = REAL(open64)(path, flags, mode);
-    record_open(PRELOAD_API_OPEN64, AT_FDCWD, path, flags, mode, fd);
-    return fd;
-}
-
 PL_EXPORT int openat(int dirfd, const char *path, int flags, ...)
 {
     VA_MODE(flags);
@@ -96,13 +83,41 @@ PL_EXPORT int openat(int dirfd, const char *path, int flags, ...)
     return fd;
 }
 
-PL_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
+PL_EXPORT int creat(const char *path, mode_t mode)
 {
-    VA_MODE(flags);
-    int fd = REAL(openat64)(dirfd, path, flags, mode);
-    record_open(PRELOAD_API_OPENAT64, dirfd, path, flags, mode, fd);
+    int fd = REAL(creat)(path, mode);
+    record_open(PRELOAD_API_CREAT, AT_FDCWD, path, O_WRONLY | O_CREAT | O_TRUNC, mode, fd);
     return fd;
 }
+
+static void record_fopen(unsigned api, const char *path, const char *m, FILE *f)
+{
+    /* fileno is safe on a FILE we just got; a failed fopen left errno for record_open */
+    record_open(api, AT_FDCWD, path, fopen_flags(m), 0666, f ? fileno(f) : -1);
+}
+
+PL_EXPORT FILE *fopen(const char *path, const char *m)
+{
+    FILE *f = REAL(fopen)(path, m);
+    record_fopen(PRELOAD_API_FOPEN, path, m, f);
+    return f;
+}
+
+PL_EXPORT FILE *freopen(const char *path, const char *m, FILE *stream)
+{
+    FILE *f = REAL(freopen)(path, m, stream);
+    if (path) record_fopen(PRELOAD_API_FREOPEN, path, m, f);
+    return f;
+}
+
+/* glibc's alone: musl has no _FORTIFY_SOURCE entry points, and its headers map the LFS64 names
+ * to the plain functions above with macros, so its programs never call them. A hook for a
+ * function the libc lacks would only be found by programs probing for it. */
+#ifdef __GLIBC__
+int __open_2(const char *path, int flags);
+int __open64_2(const char *path, int flags);
+int __openat_2(int dirfd, const char *path, int flags);
+int __openat64_2(int dirfd, const char *path, int flags);
 
 PL_EXPORT int __open_2(const char *path, int flags)
 {
@@ -132,10 +147,19 @@ PL_EXPORT int __openat64_2(int dirfd, const char *path, int flags)
     return fd;
 }
 
-PL_EXPORT int creat(const char *path, mode_t mode)
+PL_EXPORT int open64(const char *path, int flags, ...)
 {
-    int fd = REAL(creat)(path, mode);
-    record_open(PRELOAD_API_CREAT, AT_FDCWD, path, O_WRONLY | O_CREAT | O_TRUNC, mode, fd);
+    VA_MODE(flags);
+    int fd = REAL(open64)(path, flags, mode);
+    record_open(PRELOAD_API_OPEN64, AT_FDCWD, path, flags, mode, fd);
+    return fd;
+}
+
+PL_EXPORT int openat64(int dirfd, const char *path, int flags, ...)
+{
+    VA_MODE(flags);
+    int fd = REAL(openat64)(dirfd, path, flags, mode);
+    record_open(PRELOAD_API_OPENAT64, dirfd, path, flags, mode, fd);
     return fd;
 }
 
@@ -146,30 +170,10 @@ PL_EXPORT int creat64(const char *path, mode_t mode)
     return fd;
 }
 
-static void record_fopen(unsigned api, const char *path, const char *m, FILE *f)
-{
-    /* fileno is safe on a FILE we just got; a failed fopen left errno for record_open */
-    record_open(api, AT_FDCWD, path, fopen_flags(m), 0666, f ? fileno(f) : -1);
-}
-
-PL_EXPORT FILE *fopen(const char *path, const char *m)
-{
-    FILE *f = REAL(fopen)(path, m);
-    record_fopen(PRELOAD_API_FOPEN, path, m, f);
-    return f;
-}
-
 PL_EXPORT FILE *fopen64(const char *path, const char *m)
 {
     FILE *f = REAL(fopen64)(path, m);
     record_fopen(PRELOAD_API_FOPEN64, path, m, f);
-    return f;
-}
-
-PL_EXPORT FILE *freopen(const char *path, const char *m, FILE *stream)
-{
-    FILE *f = REAL(freopen)(path, m, stream);
-    if (path) record_fopen(PRELOAD_API_FREOPEN, path, m, f);
     return f;
 }
 
@@ -179,3 +183,4 @@ PL_EXPORT FILE *freopen64(const char *path, const char *m, FILE *stream)
     if (path) record_fopen(PRELOAD_API_FREOPEN64, path, m, f);
     return f;
 }
+#endif

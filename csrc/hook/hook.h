@@ -79,12 +79,34 @@ void pl_fd_range_lost(unsigned first, unsigned last);
 int pl_fdpath(int fd, char *out, size_t cap);
 
 /* Mixed trees (route.c): programs the hook cannot enter are started through the tracer's launcher.
- * pl_exec_traced returns only on failure; fd >= 0 means the program is that fd (fexecve). */
+ * pl_exec_traced returns only on failure; fd >= 0 means the program is that fd (fexecve).
+ * pl_route_kind: preload_elf_kind of what an exec runs (a script's interpreter), errno kept.
+ * pl_hook_for: "LD_PRELOAD=<the hook's build for a program of that kind>", NULL when not built.
+ * pl_env_socket, pl_env_trace: "NAME=value" of the hook's variables at start ("" when unset);
+ * pl_injected: LD_PRELOAD named this library at start (not only /etc/ld.so.preload). */
+extern char pl_env_socket[], pl_env_trace[];
+extern int pl_injected;
 void pl_route_init(void);
-int pl_route_wanted(int dirfd, const char *path);
+int pl_route_kind(int dirfd, const char *path);
+int pl_elf_kind(int dirfd, const char *path, char *interp, size_t cap, int find_go); /* elfkind.c */
+int pl_route_traced(int kind);
+const char *pl_hook_for(int kind);
+int pl_names(const char *list, const char *lib);
+int pl_is_hook(const char *name, size_t n);
+int pl_in_ld_so_preload(void);
 int pl_exec_traced(int fd, const char *path, char *const argv[], char *const envp[]);
 int pl_spawn_traced(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
                     const posix_spawnattr_t *attr, char *const argv[], char *const envp[]);
+
+/* CALL records (call.c): a call that has returned, res its result (negative: failed with errno),
+ * args its raw arguments (PL_ARGS; NULL for none). spec names the strings, each taking arguments:
+ * 'p' a path (int dirfd, const char *path) made absolute, 'f' the file behind an fd (int), 's' a
+ * string as given (const char *). errno is kept. */
+#define PL_ARGS(...) ((const int64_t[6]){__VA_ARGS__})
+void pl_call(unsigned api, long res, const int64_t *args, const char *spec, ...);
+/* Calls that are also made through syscall(): capset (priv.c); dup onto fd 0, 1 or 2 (net.c). */
+void pl_capset_record(long res, const void *header, const void *data);
+void pl_dup_record(unsigned api, int oldfd, int newfd);
 
 /* Aggregation. pl_repeat: 1 when this open (path, result, access mode) repeats one already
  * recorded, and was counted; else 0 with *hash set (0 when the open is always recorded).

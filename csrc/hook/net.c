@@ -1,4 +1,5 @@
-/* net.c: connections and listeners, with both ends' addresses (AF_INET, AF_INET6, AF_UNIX). */
+/* net.c: connections and listeners, with both ends' addresses (AF_INET, AF_INET6, AF_UNIX); raw
+ * and packet sockets; a socket made the standard input or output (a reverse shell). */
 #include "hook.h"
 
 #include <sys/socket.h>
@@ -25,6 +26,26 @@ static void record_net(unsigned api, int fd, int res, const struct sockaddr *rem
     pl_rec_send(&r);
     pl_leave();
     errno = err;
+}
+
+/* Only the sockets that see or forge whole packets: every other socket is a connect or a bind
+ * later. */
+PL_EXPORT int socket(int domain, int type, int protocol)
+{
+    int s = REAL(socket)(domain, type, protocol);
+    if (PL_UNLIKELY(domain == AF_PACKET || (type & 0xf) == SOCK_RAW))
+        pl_call(PRELOAD_API_SOCKET, s, PL_ARGS(domain, type, protocol), "");
+    return s;
+}
+
+/* fd 0, 1 or 2 has just become a copy of oldfd: recorded when that is a socket, with its ends. */
+void pl_dup_record(unsigned api, int oldfd, int newfd)
+{
+    int err = errno, type;
+    socklen_t len = sizeof type;
+    int sock = getsockopt(newfd, SOL_SOCKET, SO_TYPE, &type, &len) == 0;
+    errno = err;
+    if (sock) record_net(api, oldfd, newfd, NULL, 0, 0);
 }
 
 PL_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)

@@ -1,8 +1,10 @@
 /* route.c: the hook's side of mixed trees. Before an exec, the target's ELF headers say whether
- * the hook will be inside it. A program it cannot enter (static, Go) is started through the
- * launcher instead, which has the tracer seize it and then execs it in place: same pid, same
- * parent, same arguments and environment. Only when `preload run` offers a tracer
- * (PRELOAD_TRACE); without one such an exec goes ahead as asked and is reported as a blind spot. */
+ * the hook will be inside it, and which build of it: a program linked against musl loads the musl
+ * build, one linked against glibc the glibc build (both sit in one directory), whichever this one
+ * is. A program it cannot enter (static, Go) is started through the launcher instead, which has the
+ * tracer seize it and then execs it in place: same pid, same parent, same arguments and
+ * environment. Only when `preload run` offers a tracer (PRELOAD_TRACE); without one such an exec
+ * goes ahead as asked and is reported as a blind spot. */
 #include "hook.h"
 
 #include <dlfcn.h>
@@ -14,26 +16,108 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static char launcher[PATH_MAX]; /* set once by the constructor, read-only afterwards */
+#define LD "LD_PRELOAD="
+/* set once by the constructor, read-only afterwards */
+static char launcher[PATH_MAX];
+static char ld_own[sizeof LD + PATH_MAX], ld_other[sizeof LD + PATH_MAX]; /* "LD_PRELOAD=<build>" */
+#ifdef __GLIBC__
+#define OTHER_BUILD "libpreload-musl.so"
+#define ld_glibc ld_own
+#define ld_musl ld_other
+#else
+#define OTHER_BUILD "libpreload.so"
+#define ld_glibc ld_other
+#define ld_musl ld_own
+#endif
+char pl_env_socket[sizeof "PRELOAD_SOCKET=" + 108];
+char pl_env_trace[sizeof "PRELOAD_TRACE=" + PATH_MAX];
+int pl_injected;
+
+/* "NAME=value" of our own environment, when it fits */
+static void keep_var(char *out, size_t cap, const char *name)
+{
+    const char *v = getenv(name);
+    if (v && *v && (size_t)snprintf(out, cap, "%s=%s", name, v) >= cap) out[0] = 0;
+}
 
 void pl_route_init(void)
 {
     Dl_info info;
-    const char *trace = getenv("PRELOAD_TRACE");
-    if (!trace || !*trace || !dladdr((void *)pl_route_init, &info) || !info.dli_fname) return;
+    keep_var(pl_env_socket, sizeof pl_env_socket, "PRELOAD_SOCKET");
+    keep_var(pl_env_trace, sizeof pl_env_trace, "PRELOAD_TRACE");
+    if (!dladdr((void *)pl_route_init, &info) || !info.dli_fname) return;
     const char *slash = strrchr(info.dli_fname, '/');
-    if (!slash || (size_t)(slash - info.dli_fname) + sizeof "/preload-trace" > sizeof launcher) return;
-    memcpy(launcher, info.dli_fname, (size_t)(slash - info.dli_fname));
-    strcpy(launcher + (slash - info.dli_fname), "/preload-trace");
+    if (!slash) return;
+    int dir = (int)(slash - info.dli_fname);
+    if ((size_t)snprintf(ld_own, sizeof ld_own, LD "%s", info.dli_fname) >= sizeof ld_own ||
+        (size_t)snprintf(ld_other, sizeof ld_other, LD "%.*s/" OTHER_BUILD, dir, info.dli_fname) >= sizeof ld_other) {
+        ld_own[0] = ld_other[0] = 0;
+        return;
+    }
+    /* put here by LD_PRELOAD (not only by /etc/ld.so.preload): the environment must keep us */
+    const char *ld = getenv("LD_PRELOAD");
+    pl_injected = ld && pl_names(ld, info.dli_fname);
+    if (pl_env_trace[0] && (size_t)dir + sizeof "/preload-trace" <= sizeof launcher)
+        snprintf(launcher, sizeof launcher, "%.*s/preload-trace", dir, info.dli_fname);
 }
 
-int pl_route_wanted(int dirfd, const char *path)
+/* Whether a LD_PRELOAD list (space or colon separated, as both loaders read it) names lib. */
+int pl_names(const char *list, const char *lib)
 {
-    if (!launcher[0] || !pl_enabled) return 0;
+    size_t n = strlen(lib);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, " :\t\n");
+        if (len == n && memcmp(p, lib, n) == 0) return 1;
+        p += len;
+        p += *p != 0;
+    }
+    return 0;
+}
+
+int pl_is_hook(const char *name, size_t n)
+{
+    const size_t at = sizeof LD - 1;
+    return (ld_own[0] && strlen(ld_own + at) == n && memcmp(ld_own + at, name, n) == 0) ||
+           (ld_other[0] && strlen(ld_other + at) == n && memcmp(ld_other + at, name, n) == 0);
+}
+
+const char *pl_hook_for(int kind)
+{
+    if (!ld_own[0]) return NULL;
+    kind &= ~PRELOAD_ELF_SECURE;
+    /* a program of unknown make keeps this build (a static one passes it on to its children) */
+    const char *want = kind == PRELOAD_ELF_MUSL ? ld_musl : kind == PRELOAD_ELF_DYNAMIC ? ld_glibc : ld_own;
+    if (want == ld_own) return want;
+    return syscall(SYS_faccessat, AT_FDCWD, want + sizeof LD - 1, R_OK) == 0 ? want : NULL;
+}
+
+int pl_route_kind(int dirfd, const char *path)
+{
+    int err = errno;
     char interp[256]; /* a longer interpreter path is left to the kernel (which allows 255) */
-    int kind = preload_elf_kind(dirfd, path, interp, sizeof interp);
-    if (kind == PRELOAD_ELF_SCRIPT) kind = preload_elf_kind(AT_FDCWD, interp, NULL, 0);
-    return kind == PRELOAD_ELF_STATIC || kind == PRELOAD_ELF_GO;
+    /* Go matters only to a tracer; without one, a Go program linked against musl needs the musl build */
+    int kind = pl_elf_kind(dirfd, path, interp, sizeof interp, launcher[0]);
+    if (kind == PRELOAD_ELF_SCRIPT) kind = pl_elf_kind(AT_FDCWD, interp, NULL, 0, launcher[0]);
+    errno = err;
+    return kind;
+}
+
+int pl_route_traced(int kind)
+{
+    return launcher[0] && (kind == PRELOAD_ELF_STATIC || kind == PRELOAD_ELF_GO);
+}
+
+/* Whether /etc/ld.so.preload loads the glibc build into every glibc program, set-id ones too. */
+int pl_in_ld_so_preload(void)
+{
+    char buf[1024];
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/etc/ld.so.preload", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    ssize_t n = syscall(SYS_read, fd, buf, sizeof buf - 1);
+    syscall(SYS_close, fd);
+    if (n <= 0 || !ld_glibc[0]) return 0;
+    buf[n] = 0;
+    return pl_names(buf, ld_glibc + sizeof LD - 1);
 }
 
 /* argv for the launcher: preload-trace exec --handoff TARGET ARGV... */

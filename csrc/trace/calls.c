@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
@@ -79,6 +80,20 @@ const struct call pl_calls[] = {
     C(fchmodat, FCHMODAT, K_CALL, -1),
     C(linkat, LINKAT, K_CALL, -1),
     C(symlinkat, SYMLINKAT, K_CALL, -1),
+#ifdef __NR_chown
+    C(chown, CHOWN, K_CALL, -1),
+    C(lchown, LCHOWN, K_CALL, -1),
+    C(mkdir, MKDIR, K_CALL, -1),
+    C(mknod, MKNOD, K_CALL, -1),
+#endif
+    C(fchown, FCHOWN, K_CALL, -1),
+    C(fchownat, FCHOWNAT, K_CALL, -1),
+    C(truncate, TRUNCATE, K_CALL, -1),
+    C(mkdirat, MKDIRAT, K_CALL, -1),
+    C(mknodat, MKNODAT, K_CALL, -1),
+    C(capset, CAPSET, K_CALL, -1),
+    C(chroot, CHROOT, K_CALL, -1),
+    C(pivot_root, PIVOT_ROOT, K_CALL, -1),
 };
 const unsigned pl_ncalls = sizeof pl_calls / sizeof *pl_calls;
 
@@ -368,18 +383,42 @@ static void put_fd(struct pl_rec *r, pid_t pid, int fd)
     pl_rec_str(r, path);
 }
 
+/* capset's sets, as the hook records them: pid, effective, permitted, inheritable (64-bit) */
+static void capset_args(pid_t pid, const uint64_t *a, int res, int64_t *out)
+{
+    struct __user_cap_header_struct h;
+    struct __user_cap_data_struct d[2];
+    memset(out, 0, 6 * sizeof *out);
+    if (res != 0 || pl_peek(pid, a[0], &h, sizeof h) != (ssize_t)sizeof h) return;
+    unsigned n = h.version == _LINUX_CAPABILITY_VERSION_1 ? 1 : 2; /* version 1: 32-bit sets */
+    if (pl_peek(pid, a[1], d, n * sizeof *d) != (ssize_t)(n * sizeof *d)) return;
+    out[0] = h.pid;
+    for (unsigned i = 0; i < n; i++) {
+        out[1] |= (int64_t)((uint64_t)d[i].effective << (32 * i));
+        out[2] |= (int64_t)((uint64_t)d[i].permitted << (32 * i));
+        out[3] |= (int64_t)((uint64_t)d[i].inheritable << (32 * i));
+    }
+}
+
 static void send_call(struct task *t, unsigned api, int res)
 {
     const uint64_t *a = t->args;
     pid_t pid = t->tid;
     struct preload_call body = {.api = (uint16_t)api, .res = res};
     memcpy(body.args, a, sizeof body.args);
+    if (api == PRELOAD_API_CAPSET) capset_args(pid, a, res, body.args);
     struct pl_rec r;
     rec_begin(&r, PRELOAD_REC_CALL, &body, sizeof body);
     switch (api) {
-    case PRELOAD_API_UNLINK: case PRELOAD_API_CHMOD: put_path(&r, pid, AT_FDCWD, a[0]); break;
-    case PRELOAD_API_UNLINKAT: case PRELOAD_API_FCHMODAT: put_path(&r, pid, (int)a[0], a[1]); break;
-    case PRELOAD_API_RENAME: case PRELOAD_API_LINK:
+    case PRELOAD_API_UNLINK: case PRELOAD_API_CHMOD: case PRELOAD_API_CHOWN: case PRELOAD_API_LCHOWN:
+    case PRELOAD_API_TRUNCATE: case PRELOAD_API_MKDIR: case PRELOAD_API_MKNOD: case PRELOAD_API_CHROOT:
+        put_path(&r, pid, AT_FDCWD, a[0]);
+        break;
+    case PRELOAD_API_UNLINKAT: case PRELOAD_API_FCHMODAT: case PRELOAD_API_FCHOWNAT:
+    case PRELOAD_API_MKDIRAT: case PRELOAD_API_MKNODAT:
+        put_path(&r, pid, (int)a[0], a[1]);
+        break;
+    case PRELOAD_API_RENAME: case PRELOAD_API_LINK: case PRELOAD_API_PIVOT_ROOT:
         put_path(&r, pid, AT_FDCWD, a[0]);
         put_path(&r, pid, AT_FDCWD, a[1]);
         break;
@@ -389,7 +428,9 @@ static void send_call(struct task *t, unsigned api, int res)
         break;
     case PRELOAD_API_SYMLINK: put_raw(&r, pid, a[0]); put_path(&r, pid, AT_FDCWD, a[1]); break;
     case PRELOAD_API_SYMLINKAT: put_raw(&r, pid, a[0]); put_path(&r, pid, (int)a[1], a[2]); break;
-    case PRELOAD_API_FCHMOD: case PRELOAD_API_SETNS: put_fd(&r, pid, (int)a[0]); break;
+    case PRELOAD_API_FCHMOD: case PRELOAD_API_FCHOWN: case PRELOAD_API_SETNS:
+        put_fd(&r, pid, (int)a[0]);
+        break;
     case PRELOAD_API_MEMFD_CREATE: case PRELOAD_API_UMOUNT2: put_raw(&r, pid, a[0]); break;
     case PRELOAD_API_MOUNT: put_raw(&r, pid, a[0]); put_raw(&r, pid, a[1]); put_raw(&r, pid, a[2]); break;
     case PRELOAD_API_INIT_MODULE: put_raw(&r, pid, a[2]); break;
