@@ -4,8 +4,12 @@ Default, with no configuration: PRELOAD_STATE_DIR if set; else for root /var/lib
 container) and for other users ~/.local/state/preload (on a laptop); /tmp/preload-UID when those are
 not writable (read-only root file systems are common on managed container services)."""
 import contextlib
+import errno
 import fcntl
 import os
+import secrets
+import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -31,19 +35,34 @@ def daemon_link():
 
 def link_daemon(sock):
     """Points the link at sock (atomically: a process never sees it half made); returns the link, or
-    None when there can be none (no /dev/shm: such processes then stay silent)."""
+    None when there can be none (no /dev/shm: such processes then stay silent). Raises StateError
+    when the name holds something that is not a link of ours (another user's link, a directory) and
+    we cannot take it away: only root can in /dev/shm, which is sticky."""
     link = daemon_link()
     if link is None:
         return None
-    tmp = link.with_name(f".{link.name}.{os.getpid()}")
+    # a name no other user can guess, and so cannot take before us
+    tmp = link.with_name(f".{link.name}.{secrets.token_hex(8)}")
     try:
-        tmp.unlink(missing_ok=True)
         os.symlink(sock, tmp)
-        os.replace(tmp, link)
     except OSError:
+        return None
+    try:
+        held = os.lstat(link)
+    except OSError:
+        held = None
+    try:
+        if held and not (stat.S_ISLNK(held.st_mode) and held.st_uid == os.geteuid()):
+            if os.geteuid() != 0:
+                raise PermissionError(errno.EPERM, "held by another user or not a link")
+            if stat.S_ISDIR(held.st_mode):
+                shutil.rmtree(link)
+        os.replace(tmp, link)
+    except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        return None
+        raise StateError(f"cannot link {link} to the daemon ({e.strerror}): processes that "
+                         "'preload run' does not start will not be watched") from None
     return link
 
 

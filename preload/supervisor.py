@@ -292,7 +292,11 @@ class Supervisor:
         self.control_r, self.control_w = os.pipe()
         self._start_daemon()
         tracing = self.attach in ("auto", "ptrace") and self._open_tracer()
-        link = state.link_daemon(sock)  # for processes that `preload run` does not start
+        try:
+            link = state.link_daemon(sock)  # for processes that `preload run` does not start
+        except state.StateError as e:
+            link = None
+            warn(str(e))
 
         from preload._native import lib
         lib.preload_set_subreaper()  # orphans of the application come to us to be reaped

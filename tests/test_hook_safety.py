@@ -377,3 +377,100 @@ def test_writes_to_dev_null_are_counted_not_sent(collector, cc):
     (rec,) = collector.records_of("open", path="/dev/null")
     counted = sum(n for c in collector.records_of("counts") for h, n in c["counts"] if h == rec["path_hash"])
     assert (rec["repeatable"], counted) == (True, 4)
+
+
+# ---- fd 63 taken behind libc's back, vfork children ----
+
+# dup2s its own pipe or socket onto the hook's fd with the raw system call (no hook sees it), leaves a
+# stale errno that a socket could give, makes a hooked call that sends a record, then writes to fd 63
+TAKE_63_C = r"""
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+    int p[2], n;
+    char got[16] = "";
+    if (!strcmp(argv[1], "pipe") ? pipe(p) : socketpair(AF_UNIX, SOCK_STREAM, 0, p)) return 2;
+    if (syscall(SYS_dup2, p[1], 63) != 63 || fcntl(p[0], F_SETFL, O_NONBLOCK)) return 3;
+    errno = EPIPE;
+    close(open(argv[2], O_RDONLY));
+    if (write(63, "mine", 4) != 4) return 4;
+    n = read(p[0], got, sizeof got);
+    printf("%.*s\n", n > 0 ? n : 0, got);
+    return 0;
+}
+"""
+
+# vfork child: closes 3..255, opens /dev/null, execs /bin/true; the parent then opens argv[2] and
+# counts its fds connected to the collector at argv[1]
+VFORK_CLOSE_C = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char **argv)
+{
+    int st, sockets = 0;
+    pid_t pid = vfork();
+    if (pid == 0) {
+        for (int fd = 3; fd < 256; fd++) close(fd);
+        open("/dev/null", O_RDONLY);
+        execl("/bin/true", "true", (char *)NULL);
+        _exit(127);
+    }
+    if (waitpid(pid, &st, 0) != pid || st) return 2;
+    close(open(argv[2], O_RDONLY));
+    for (int fd = 0; fd < 1024; fd++) {
+        struct sockaddr_un peer;
+        socklen_t len = sizeof peer;
+        if (getpeername(fd, (struct sockaddr *)&peer, &len) == 0 && peer.sun_family == AF_UNIX &&
+            !strcmp(peer.sun_path, argv[1]))
+            sockets++;
+    }
+    printf("child=%d sockets=%d\n", (int)pid, sockets);
+    return 0;
+}
+"""
+
+
+def build(tmp_path, name, source):
+    (tmp_path / f"{name}.c").write_text(source)
+    subprocess.run(["gcc", "-std=gnu11", "-Wall", "-o", tmp_path / name, tmp_path / f"{name}.c"], check=True)
+    return str(tmp_path / name)
+
+
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+def test_fd_63_taken_by_the_application_is_never_closed_by_the_hook(collector, tmp_path, kind):
+    prog = build(tmp_path, "take63", TAKE_63_C)
+    target = tmp_path / "opened"
+    target.write_text("")
+    cp, _ = collector.run([prog, kind, str(target)])
+    assert (cp.returncode, cp.stdout) == (0, b"mine\n"), cp  # as without the hook
+    assert plain([prog, kind, str(target)]).stdout == b"mine\n"
+    assert len(collector.records_of("open", path=str(target))) == 1  # reconnected elsewhere
+
+
+def test_vfork_child_that_closes_fds_and_opens_leaves_the_parent_one_channel(collector, tmp_path):
+    prog = build(tmp_path, "vfork_close", VFORK_CLOSE_C)
+    later = tmp_path / "later"
+    later.write_text("")
+    cp, _ = collector.run([prog, collector.path, str(later)])
+    assert cp.returncode == 0, cp
+    out = dict(re.findall(r"(\w+)=(\d+)", cp.stdout.decode()))
+    assert out["sockets"] == "1"
+    (me,) = collector.records_of("start", exe=prog)
+    # the child's open is its own, and the parent's later records still arrive on its stream
+    (null,) = collector.records_of("open", path="/dev/null")
+    assert (null["pid"], null["ppid"]) == (int(out["child"]), me["pid"])
+    (after,) = collector.records_of("open", path=str(later))
+    assert (after["pid"], after["stream"]) == (me["pid"], me["stream"])
+    mine = [r for r in collector.records if r["stream"] == me["stream"]]
+    assert [r["seq"] for r in mine] == list(range(1, len(mine) + 1))

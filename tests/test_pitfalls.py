@@ -8,6 +8,7 @@ test_hook_exec.py, test_hook_files.py, test_musl.py, the tracer's tests)."""
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 
@@ -15,6 +16,7 @@ import pytest
 
 from agent import events, of_type, preload, starts
 from test_hook_safety import outcome, plain
+from test_musl import musl_cc, musl_collector, musl_gcc, musl_hook  # noqa: F401 (fixtures)
 from tools import need
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
@@ -284,3 +286,116 @@ def test_child_started_without_the_hook_in_its_environment_is_still_watched_and_
             and e["proc.pid"] == started[0]["proc.pid"]]
     removed = of_type(evts, "preload.hook_removed")
     assert [e["evt.arg.filename"] for e in removed] == [CAT]
+
+
+# ---- what the hook reads before an exec (elfkind.c) ----
+
+def test_exec_of_an_executable_fifo_fails_with_eacces_instead_of_hanging(collector, cc, tmp_path):
+    """Classifying the target must not open a FIFO for reading: that waits for a writer forever."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    os.chmod(fifo, 0o755)
+    argv = [cc("exec_variants.c"), "execv", str(fifo), "fifo"]
+    hooked, _ = collector.run(argv, timeout=20)
+    assert outcome(hooked) == outcome(plain(argv)) == (b"errno=13\n", b"", 127)
+    (exec_,) = collector.records_of("exec", api="execv", phase="failed")
+    assert exec_["path"] == str(fifo)
+
+
+def crafted_elf(phoff=64, interp_offset=None):
+    """A 64-bit ELF header with one PT_INTERP program header, or with e_phoff as given."""
+    ident = b"\x7fELF\x02\x01\x01" + bytes(9)
+    eh = ident + struct.pack("<HHIQQQIHHHHHH", 3, 62, 1, 0, phoff, 0, 0, 64, 56, 1, 0, 0, 0)
+    ph = struct.pack("<IIQQQQQQ", 3, 4, interp_offset or 0, 0, 0, 16, 16, 1)
+    return eh + ph + b"/lib/ld-musl.so\0"
+
+
+@pytest.mark.parametrize("case", ["program-headers-at-the-end-of-the-address-space",
+                                  "interpreter-at-the-end-of-the-address-space"])
+def test_exec_of_an_elf_whose_offsets_wrap_around_fails_as_without_the_hook(collector, cc, tmp_path,
+                                                                             case):
+    """Offsets near 2**64 make `offset + length` wrap to a small number: the bounds checks must
+    not then read far outside the header buffer."""
+    wrap = 2**64 - 8
+    data = (crafted_elf(phoff=wrap) if case.startswith("program") else crafted_elf(interp_offset=wrap))
+    target = tmp_path / "crafted"
+    target.write_bytes(data)
+    target.chmod(0o755)
+    argv = [cc("exec_variants.c"), "execv", str(target), "crafted"]
+    hooked, _ = collector.run(argv)
+    expected = plain(argv)
+    assert outcome(hooked) == outcome(expected)
+    assert expected.returncode == 127 and expected.stdout.startswith(b"errno=")
+    assert collector.records_of("exec", api="execv", phase="failed")
+
+
+# ---- small stacks (H3) ----
+
+def test_hooked_calls_in_a_handler_on_an_8_kib_guarded_signal_stack_do_not_overflow_it(collector, cc,
+                                                                                       tmp_path):
+    """A failing unlink (its path read through the kernel), an open(O_CREAT) and fexecve, each in a
+    signal handler on an 8 KiB alternate stack with a guard page below: an overflow would crash."""
+    argv = [cc("altstack_guarded.c"), str(tmp_path)]
+    hooked, _ = collector.run(argv)
+    assert outcome(hooked) == outcome(plain(argv)) == (b"unlink=-1 open=ok child=0\n", b"", 0)
+    assert collector.records_of("open", path=str(tmp_path / "made-in-handler"))
+    assert collector.records_of("exec", api="fexecve", path=TRUE)
+    assert collector.records_of("start", exe=TRUE)
+
+
+# ---- the program's own environment (H4) ----
+
+@pytest.mark.parametrize("api", ["system", "popen"])
+def test_system_and_popen_leave_the_programs_environment_as_it_made_it(collector, cc, api):
+    """A program that unset LD_PRELOAD keeps it unset, environ is not reallocated under threads
+    that may read it, and the shell's start without the hook is reported."""
+    argv = [cc("system_unhooked.c"), api, "exit 0"]
+    hooked, _ = collector.run(argv)
+    assert hooked.returncode == 0, hooked
+    assert hooked.stdout == b"LD_PRELOAD=unset environ=same\n"
+    (rec,) = collector.records_of("call", api="hook_removed")
+    assert rec["strings"][:2] == ["/bin/sh", "sh -c exit 0"]
+    assert [r["api"] for r in collector.records_of("exec")] == [api]
+
+
+# ---- the channel (H7, H1) ----
+
+def test_static_program_started_without_a_tracer_does_not_inherit_the_channel(collector, cc):
+    static = cc("high_sockets.c", ["-static"])
+    argv = [cc("exec_variants.c"), "execv", static, "high_sockets"]
+    hooked, _ = collector.run(argv)
+    assert (hooked.returncode, hooked.stdout) == (0, b"sockets=0\n"), hooked
+    assert collector.records_of("exec", api="execv", path=static)
+
+
+def test_program_execd_after_a_failed_exec_of_a_static_one_inherits_the_channel_again(collector, cc,
+                                                                                        tmp_path):
+    """The channel is close-on-exec only while the exec is under way: when it fails, the next
+    program execs with it, and sends over the same connection."""
+    static = tmp_path / "not-executable"
+    shutil.copy(cc("high_sockets.c", ["-static"]), static)
+    static.chmod(0o644)
+    hooked, _ = collector.run([cc("exec_twice.c"), str(static), TRUE])
+    assert (hooked.returncode, hooked.stdout) == (0, b"errno=13\n"), hooked
+    assert collector.records_of("start", exe=TRUE)
+    assert collector.connections == 1
+
+
+@pytest.mark.parametrize("how", ["dup2", "dup3", "close", "close_range"])
+def test_channel_fd_taken_through_syscall_never_gets_records(collector, cc, tmp_path, how):
+    """syscall(SYS_dup2 ...) and the like replace or close the channel's fd behind libc's
+    wrappers: the records go to a new connection, never into what the program put there."""
+    target = tmp_path / "after"
+    hooked, _ = collector.run([cc("raw_fd_calls.c"), how, str(target)])
+    assert (hooked.returncode, hooked.stdout) == (0, b"pipe=0\n"), hooked
+    assert len(collector.records_of("open", path=str(target))) >= 1
+
+
+def test_musl_program_calling_closefrom_that_its_libc_lacks_gets_its_fds_closed(musl_collector, musl_cc,
+                                                                                 tmp_path):
+    """musl has no closefrom: a program that finds the hook's and calls it must get what the name
+    promises, not a silent no-op."""
+    target = tmp_path / "kept-open"
+    target.write_text("x")
+    cp, _ = musl_collector.run([musl_cc("closefrom_probe.c"), str(target)])
+    assert (cp.returncode, cp.stdout) == (0, b"closefrom=found\nfd=closed\n"), cp

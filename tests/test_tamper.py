@@ -5,11 +5,15 @@ that `preload run` did not start.
 
 /etc/ld.so.preload is only ever changed inside a private mount namespace, on an overlay of /etc
 whose writes land in a temporary directory: the host's file is never touched."""
+import contextlib
 import json
 import os
+import pathlib
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
@@ -17,7 +21,7 @@ import pytest
 import preload
 from agent import PRELOAD, events
 from conftest import FIXTURES, Collector
-from preload import supervisor
+from preload import supervisor, wire
 from tools import need
 
 APIS = ["execve", "execv", "execvp", "execvpe", "execl", "execlp", "execle", "execveat", "fexecve",
@@ -83,15 +87,16 @@ def removed(collector):
 
 # ---- re-injection at exec ----
 
-@pytest.mark.parametrize("api", APIS)
+# system() and popen() run the shell inside libc, from the program's own environment, which the
+# hook must not change: they are reported only (tests/test_pitfalls.py)
+@pytest.mark.parametrize("api", [a for a in APIS if a not in ("system", "popen")])
 def test_exec_without_the_hook_in_its_environment_is_reported_and_still_watched(collector, built, api):
     env = dict(os.environ, PATH=f"{os.path.dirname(PRINTENV)}:/usr/bin:/bin")
     cp, _ = collector.run([built["unhook"], "unset", api, *target_argv(api, PRINTENV, "LD_PRELOAD")], env=env)
     assert cp.returncode == 0, cp
     assert cp.stdout.splitlines()[0] == collector.libpreload.encode()  # the program got it back
     (rec,) = removed(collector)
-    shell = api in ("system", "popen")
-    assert rec["strings"][0] == ("/bin/sh" if shell else PRINTENV)
+    assert rec["strings"][0] == PRINTENV
     assert rec["strings"][1].endswith("printenv LD_PRELOAD")
     (started,) = collector.records_of("start", exe=os.path.realpath(PRINTENV))
     assert [os.path.basename(started["argv"][0]), *started["argv"][1:]] == ["printenv", "LD_PRELOAD"]
@@ -325,3 +330,116 @@ def test_hooked_program_without_a_daemon_stays_silent(tmp_path):
     assert (cp.returncode, cp.stdout, cp.stderr) == (0, f"/etc/ld.so.preload now names {supervisor.HOOK}\n"
                                                         f"hooked\n{hostname}", ""), cp
     assert [p.name for p in (tmp_path / "etc-upper").iterdir()] == ["ld.so.preload"]
+
+
+# ---- who may name the daemon ----
+
+def listening(path):
+    """A SEQPACKET socket listening at path that anyone may connect to; connections wait in its
+    backlog, to be read after the run."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    srv.bind(str(path))
+    os.chmod(path, 0o777)
+    srv.listen(16)
+    srv.setblocking(False)
+    return srv
+
+
+def received(srv):
+    """Every record sent to srv so far."""
+    records = []
+    while True:
+        try:
+            conn = srv.accept()[0]
+        except BlockingIOError:
+            return records
+        with conn:
+            conn.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while data := conn.recv(1 << 17):
+                    records.append(wire.decode(data))
+
+
+@pytest.fixture
+def open_dir():
+    """A directory under /tmp that every user can reach (a test's tmp_path is root's alone)."""
+    path = tempfile.mkdtemp()
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path)
+
+
+def test_set_uid_program_ignores_its_callers_socket_and_spools_nothing(tmp_path, open_dir):
+    need("setpriv", "util-linux")
+    plain = os.path.realpath(shutil.which("id"))
+    program = open_dir / "id"
+    shutil.copy(plain, program)
+    os.chmod(program, 0o4755)
+    spool = open_dir / "spool"
+    spool.mkdir()
+    os.chmod(spool, 0o1777)
+    srv = listening(open_dir / "pl.sock")
+    as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups env"
+    cp = in_container(tmp_path, f"""
+        $PRELOAD install --ld-so-preload
+        {as_nobody} PRELOAD_SOCKET={open_dir}/pl.sock {program} -u
+        {as_nobody} PRELOAD_SOCKET={open_dir}/gone.sock {program} -u
+        {as_nobody} PRELOAD_SOCKET={open_dir}/pl.sock {plain} -u
+        """)
+    assert cp.returncode == 0 and cp.stdout.endswith("0\n0\n65534\n"), cp
+    starts = [r["exe"] for r in received(srv) if r["kind"] == "start"]
+    assert starts == [plain]  # the caller's own programs do report there
+    assert [p.stat().st_uid for p in spool.iterdir()] in ([], [65534])  # never a note as root
+
+
+@pytest.mark.parametrize("planted", ["foreign link", "foreign daemon"])
+def test_root_process_ignores_a_link_to_a_daemon_of_another_user(tmp_path, open_dir, planted):
+    need("setpriv", "util-linux")
+    srv = listening(open_dir / "pl.sock")
+    if planted == "foreign link":
+        os.chown(open_dir / "pl.sock", 65534, 65534)
+        make_link = "setpriv --reuid=65534 --regid=65534 --clear-groups ln -s"
+    else:  # a root-owned socket file and link, but a listener of another user
+        pid = os.fork()
+        if pid == 0:
+            os.setresuid(65534, 65534, 65534)
+            srv.listen(16)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        make_link = "ln -s"
+    cp = in_container(tmp_path, f"""
+        $PRELOAD install --ld-so-preload
+        link=/dev/shm/preload-$(stat -L -c %i /proc/self/ns/pid).sock
+        {make_link} {open_dir}/pl.sock $link
+        env -i /bin/cat /etc/hostname
+        """)
+    assert cp.returncode == 0, cp
+    assert received(srv) == []
+
+
+def test_link_to_the_daemon_takes_the_place_of_what_root_finds_there(tmp_path):
+    cp = in_container(tmp_path, f"""
+        link=/dev/shm/preload-$(stat -L -c %i /proc/self/ns/pid).sock
+        mkdir $link
+        {sys.executable} -P -c 'from preload import state; print(state.link_daemon("/run/x.sock"))'
+        readlink $link
+        """, env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(preload.__file__))))
+    assert cp.returncode == 0, cp
+    link, target = cp.stdout.split()
+    assert link.startswith("/dev/shm/preload-") and target == "/run/x.sock"
+
+
+def test_link_to_the_daemon_leaves_another_users_link_alone(tmp_path):
+    code = ("import os; from preload import state; os.setresuid(65534, 65534, 0)\n"
+            "try: state.link_daemon('/run/x.sock')\nexcept state.StateError as e: print(e)")
+    cp = in_container(tmp_path, f"""
+        link=/dev/shm/preload-$(stat -L -c %i /proc/self/ns/pid).sock
+        ln -s /run/root.sock $link
+        {sys.executable} -P -c "{code}"
+        readlink $link
+        ls -A /dev/shm
+        """, env=dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(preload.__file__))))
+    assert cp.returncode == 0, cp
+    warning, target, left = cp.stdout.splitlines()
+    assert "will not be watched" in warning and target == "/run/root.sock"
+    assert left == os.path.basename(left) and left.startswith("preload-")  # no temporary name left over

@@ -10,7 +10,6 @@
 
 #include <fcntl.h>
 #include <limits.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/syscall.h>
@@ -32,10 +31,17 @@ static int table_state; /* 0 live, 1 stale after fork, 2 being cleared */
 static uint64_t repeats, unsent, last_flush_ns; /* unsent: repeats counted since the last flush */
 static int flushing;
 
+/* Built by hand: snprintf is not async-signal-safe, and its frame is large. */
 int pl_fdpath(int fd, char *out, size_t cap)
 {
-    char link[32];
-    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    static const char dir[] = "/proc/self/fd/";
+    char link[sizeof dir + 11], digits[11];
+    size_t nd = 0;
+    if (fd < 0) return -1;
+    do digits[nd++] = (char)('0' + fd % 10); while (fd /= 10);
+    memcpy(link, dir, sizeof dir - 1);
+    for (size_t i = 0; i < nd; i++) link[sizeof dir - 1 + i] = digits[nd - 1 - i];
+    link[sizeof dir - 1 + nd] = 0;
     ssize_t n = readlink(link, out, cap - 1);
     if (n <= 0 || out[0] != '/') return -1; /* pipes, sockets, anonymous files: keep what we had */
     out[n] = 0;

@@ -28,10 +28,15 @@ static int copy_untrusted(const char *src, char *out, size_t cap)
     return 0;
 }
 
-static __attribute__((noinline)) void abspath_untrusted(int dirfd, const char *path, char *out, size_t cap)
+/* The copy goes into the second half of out and is resolved into the first: no buffer on the stack.
+ * 1 when the path had to be cut. */
+static int abspath_untrusted(int dirfd, const char *path, char *out, size_t cap)
 {
-    char copy[1024];
-    if (copy_untrusted(path, copy, sizeof copy) == 0) pl_abspath(dirfd, copy, out, cap);
+    char *copy = out + cap / 2;
+    size_t room = cap - cap / 2;
+    if (copy_untrusted(path, copy, room) != 0) return 0;
+    int cut = strlen(copy) + 1 >= room;
+    return pl_abspath(dirfd, copy, out, cap / 2) != 0 || cut;
 }
 
 void pl_call(unsigned api, long res, const int64_t *args, const char *spec, ...)
@@ -54,7 +59,7 @@ void pl_call(unsigned api, long res, const int64_t *args, const char *spec, ...)
             int dirfd = va_arg(ap, int);
             const char *path = va_arg(ap, const char *);
             if (!failed) pl_abspath(dirfd, path, out, room);
-            else abspath_untrusted(dirfd, path, out, room);
+            else if (abspath_untrusted(dirfd, path, out, room)) r.truncated = 1;
         } else if (*s == 'f') {
             if (pl_fdpath(va_arg(ap, int), out, room) != 0) out[0] = 0;
         } else {

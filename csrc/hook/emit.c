@@ -37,6 +37,7 @@ static socklen_t pl_addrlen;
 static char pl_spooldir[sizeof pl_addr.sun_path + 8]; /* beside the socket */
 static int pl_fd = -1;
 static ino_t pl_ino;
+static uid_t pl_daemon_uid = (uid_t)-1; /* the daemon's, when found through the link: checked */
 static pid_t pl_pid, pl_ppid;
 static uint64_t pl_stream;
 static uint32_t pl_seq, pl_failed;
@@ -86,6 +87,16 @@ static uint64_t new_stream(pid_t pid)
 
 /* ---- channel ---- */
 
+/* A daemon found through the link must run as the link's owner (chan_peer_ok): another user could
+ * have bound a socket of its own at the link's target. */
+static int chan_peer_ok(int s)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    return pl_daemon_uid == (uid_t)-1 ||
+           (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == pl_daemon_uid);
+}
+
 /* A new connection to the daemon, or -1. *high tells whether it could move above the fds programs
  * expect (PL_FD_BASE); when RLIMIT_NOFILE is lower it sits among them and must not be kept. */
 static int chan_open(int *high)
@@ -93,7 +104,7 @@ static int chan_open(int *high)
     /* not close-on-exec: the images this process execs inherit the channel (chan_inherited) */
     int s = (int)syscall(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0);
     if (s < 0) return -1;
-    if (syscall(SYS_connect, s, (struct sockaddr *)&pl_addr, pl_addrlen) != 0) {
+    if (syscall(SYS_connect, s, (struct sockaddr *)&pl_addr, pl_addrlen) != 0 || !chan_peer_ok(s)) {
         sys_close(s);
         return -1;
     }
@@ -139,6 +150,12 @@ static int chan_valid(int fd)
     return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == pl_ino;
 }
 
+int pl_chan_fd(void)
+{
+    int fd = __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE);
+    return fd >= 0 && chan_valid(fd) ? fd : -1;
+}
+
 static int sent(int fd, const void *buf, size_t len)
 {
     return send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)len;
@@ -156,7 +173,7 @@ static int chan_inherited(void)
     if (fstat(PL_FD_BASE, &st) != 0 || !S_ISSOCK(st.st_mode) ||
         getsockopt(PL_FD_BASE, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET ||
         getpeername(PL_FD_BASE, (struct sockaddr *)&peer, &plen) != 0 || plen != pl_addrlen ||
-        memcmp(&peer, &pl_addr, plen) != 0)
+        memcmp(&peer, &pl_addr, plen) != 0 || !chan_peer_ok(PL_FD_BASE))
         return -1;
     pl_ino = st.st_ino;
     return PL_FD_BASE;
@@ -181,12 +198,17 @@ static int chan_send(const void *buf, size_t len)
             if ((fd = chan_connect(&keep)) < 0) return -1;
             if (!keep) return send_once(fd, buf, len);
         }
-        if (chan_valid(fd) && sent(fd, buf, len)) return 0;
+        if (!chan_valid(fd)) { /* the number is the application's now: forget it, never close it */
+            __atomic_compare_exchange_n(&pl_fd, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+            continue;
+        }
+        if (sent(fd, buf, len)) return 0;
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return -1; /* busy: never wait */
+        /* errors only a socket gives: still ours, the daemon went away; reconnect once (a restarted
+         * daemon listens). Any other (EBADF, ENOTSOCK): taken from us meanwhile, only forgotten. */
         int ours = errno == EPIPE || errno == ECONNRESET || errno == ECONNREFUSED || errno == ENOTCONN;
         if (__atomic_compare_exchange_n(&pl_fd, &fd, -1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE) && ours)
-            sys_close(fd); /* the daemon went away: reconnect once (a restarted daemon listens) */
-        /* any other failure: the number may be the application's now; forget it, never close it */
+            sys_close(fd);
     }
     return -1;
 }
@@ -233,10 +255,9 @@ static void rec_stamp(struct pl_rec *r, pid_t pid, pid_t ppid, uint64_t stream, 
 void pl_rec_send(struct pl_rec *r)
 {
     pid_t self = pl_pid, pid;
-    /* only the records of an exec are made in a vfork child (between vfork and exec or _exit) */
-    unsigned kind = ((struct preload_hdr *)r->buf)->kind;
-    if (PL_UNLIKELY((kind == PRELOAD_REC_EXEC || kind == PRELOAD_REC_CALL || kind == PRELOAD_REC_BLIND) &&
-                    (pid = pl_self()) != self)) {
+    /* a vfork child (between vfork and exec or _exit) shares our memory but not our fds: any record
+     * of its own, whatever the kind, must leave our channel and counters alone */
+    if (PL_UNLIKELY((pid = pl_self()) != self)) {
         uint64_t stream = new_stream(pid);
         rec_stamp(r, pid, self, stream, 1); /* a one-record stream of its own */
         if (chan_send_private(r->buf, r->len) != 0) spool(pid, self, stream, 1, 1);
@@ -376,17 +397,23 @@ static void after_fork_child(void)
 
 /* A process that `preload run` did not start (a `docker exec` session, loaded by /etc/ld.so.preload)
  * finds the daemon of its container through a link that the supervisor keeps in /dev/shm, named after
- * the pid namespace that they share: target the daemon's socket. Into out; 0, or -1 when there is none
- * (no daemon: this process stays silent). */
-static int well_known(char *out, size_t cap)
+ * the pid namespace that they share: target the daemon's socket. Every user of the container can
+ * write there, so the link counts only when root or our own euid made it (the sticky /dev/shm keeps
+ * others from replacing it) and it names a socket of that same owner. Into out and *owner; 0, or -1
+ * when there is none (no daemon: this process stays silent). */
+static int well_known(char *out, size_t cap, uid_t *owner)
 {
-    struct stat ns;
+    struct stat ns, ln, target;
     char link[64];
     if (stat("/proc/self/ns/pid", &ns) != 0) return -1;
     snprintf(link, sizeof link, "/dev/shm/preload-%llu.sock", (unsigned long long)ns.st_ino);
+    if (lstat(link, &ln) != 0 || !S_ISLNK(ln.st_mode) || (ln.st_uid != 0 && ln.st_uid != geteuid()))
+        return -1;
     ssize_t n = readlink(link, out, cap - 1);
     if (n <= 0 || (size_t)n >= cap - 1 || out[0] != '/') return -1;
     out[n] = 0;
+    if (stat(out, &target) != 0 || !S_ISSOCK(target.st_mode) || target.st_uid != ln.st_uid) return -1;
+    *owner = ln.st_uid;
     return 0;
 }
 
@@ -413,9 +440,10 @@ static int reachable(void)
 static int configure(int *by_link)
 {
     char where[sizeof pl_addr.sun_path];
-    const char *sock = getenv("PRELOAD_SOCKET");
+    /* NULL in a set-id program: its caller must not choose where its records (or spool notes) go */
+    const char *sock = secure_getenv("PRELOAD_SOCKET");
     pl_route_init();
-    if (!sock && !pl_injected && well_known(where, sizeof where) == 0) {
+    if (!sock && !pl_injected && well_known(where, sizeof where, &pl_daemon_uid) == 0) {
         sock = where;
         *by_link = 1;
     }
@@ -423,8 +451,9 @@ static int configure(int *by_link)
     pl_addr.sun_family = AF_UNIX;
     strcpy(pl_addr.sun_path, sock);
     pl_addrlen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(sock) + 1);
+    /* spool notes go only beside a socket we were given: a link's target is a place another chose */
     const char *slash = strrchr(sock, '/');
-    if (slash && (size_t)(slash - sock) + sizeof "/spool" < sizeof pl_spooldir) {
+    if (!*by_link && slash && (size_t)(slash - sock) + sizeof "/spool" < sizeof pl_spooldir) {
         memcpy(pl_spooldir, sock, (size_t)(slash - sock));
         strcpy(pl_spooldir + (slash - sock), "/spool");
     }

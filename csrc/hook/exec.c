@@ -6,10 +6,11 @@
  * public entry point is hooked, and all of them go through start().
  *
  * The new program gets the hook back when its environment lost it (env -i, unsetenv, a changed
- * LD_PRELOAD or PRELOAD_* variable): the exec is reported as hook_removed and goes ahead with the
- * hook put back, first in LD_PRELOAD, the program's other preloads kept. LD_PRELOAD names the build
+ * LD_PRELOAD or PRELOAD_* variable; not the shell of system() and popen(): see there): the exec is
+ * reported as hook_removed and goes ahead with the hook put back, first in LD_PRELOAD, the program's other preloads kept. LD_PRELOAD names the build
  * of the hook for the target's libc; without one, the hook is left out and the program reported
- * blind. In a vfork child only async-signal-safe work happens here: no malloc, bounded stack. */
+ * blind. A program that will not load the hook does not inherit the channel either. In a vfork child
+ * only async-signal-safe work happens here: no malloc, bounded stack. */
 #include "hook.h"
 
 #include <fcntl.h>
@@ -27,9 +28,13 @@ extern char **environ;
 
 #define LD "LD_PRELOAD="
 #define LDLEN (sizeof LD - 1)
+/* The program's path as the records give it, in a buffer that stays on the caller's stack during
+ * the whole exec: a longer one is cut, and the records flagged. */
+#define PL_PATH 1024
 
-/* What execvp will run: the first executable match on PATH (for the record only). */
-static const char *on_path(const char *file, char *out, size_t cap)
+/* What execvp will run: the first executable match on PATH (for the record only); *cut when a
+ * candidate did not fit. */
+static const char *on_path(const char *file, char *out, size_t cap, int *cut)
 {
     if (!file || !*file || strchr(file, '/')) return file;
     const char *path = getenv("PATH");
@@ -38,6 +43,7 @@ static const char *on_path(const char *file, char *out, size_t cap)
         const char *end = strchrnul(p, ':');
         int n = snprintf(out, cap, "%.*s/%s", (int)(end - p), p, file);
         if (n > 0 && (size_t)n < cap && access(out, X_OK) == 0) return out;
+        *cut |= n > 0 && (size_t)n >= cap;
         if (!*end) return file;
         p = end;
     }
@@ -48,7 +54,7 @@ static const char *on_path(const char *file, char *out, size_t cap)
 /* Apart from the hooks so that a record's buffer and the exec's are never on the stack together:
  * these hooks run on small thread stacks and on signal stacks too. */
 __attribute__((noinline)) static void send_exec(unsigned api, unsigned phase, int res, int fd,
-                                                const char *path, char *const argv[], int traced)
+                                                const char *path, int cut, char *const argv[], int traced)
 {
     struct preload_exec e = {.api = (uint16_t)api, .phase = (uint16_t)phase, .res = res, .fd = fd};
     char buf[PL_BUF]; /* the new process reports its whole command line itself */
@@ -56,6 +62,7 @@ __attribute__((noinline)) static void send_exec(unsigned api, unsigned phase, in
     pl_rec_begin(&r, buf, sizeof buf, PRELOAD_REC_EXEC, PRELOAD_SRC_HOOK, &e, sizeof e);
     if (traced) ((struct preload_hdr *)buf)->flags = PRELOAD_F_HANDOFF;
     pl_rec_str(&r, path);
+    if (cut) r.truncated = 1;
     uint32_t kept = 0;
     for (; argv && argv[kept] && r.len < r.cap - 1; kept++) pl_rec_str(&r, argv[kept]);
     if (argv && argv[kept]) r.truncated = 1;
@@ -204,6 +211,7 @@ struct start {
     int by_fd;        /* the program is fd itself */
     const char *file; /* as the caller gave it */
     const char *path; /* what runs, for the records: resolved where it could be */
+    int cut;          /* ... and cut */
     char *const *argv, *const *envp;
     int flags; /* execveat's */
     pid_t *pid;
@@ -246,6 +254,13 @@ __attribute__((noinline)) static int launch(const struct start *s, int traced, c
     return r;
 }
 
+/* The channel's fd close-on-exec (on 1) or inherited again (on 0). */
+
+static void chan_cloexec(int fd, int on)
+{
+    if (fd >= 0) syscall(SYS_fcntl, fd, F_SETFD, on ? FD_CLOEXEC : 0);
+}
+
 /* The decisions (tracer, the hook's build, environment) are made whatever the re-entrancy depth:
  * they call no hook. Records are sent only from the outermost hook. */
 static int start(const struct start *s, int dirfd, const char *what)
@@ -255,23 +270,29 @@ static int start(const struct start *s, int dirfd, const char *what)
     int traced = pl_route_traced(kind);
     struct fix f = {0};
     if (pl_enabled) check_env(s->envp, kind, &f);
+    unsigned blind = (kind & PRELOAD_ELF_SECURE) &&
+                             !(kind == (PRELOAD_ELF_DYNAMIC | PRELOAD_ELF_SECURE) && pl_in_ld_so_preload())
+                         ? PRELOAD_BLIND_SECURE
+                     : f.rewrite && !f.ld ? PRELOAD_BLIND_NO_VARIANT
+                                          : 0;
+    int hookless = blind || (!traced && (kind == PRELOAD_ELF_STATIC || kind == PRELOAD_ELF_GO));
     int fd = s->how == BY_AT || s->how == BY_FD ? s->fd : -1;
     if (pl_enter()) {
         if (!pl_in_vfork_child()) pl_flush_counts();
-        send_exec(s->api, PRELOAD_EXEC_ATTEMPT, 0, fd, s->path, s->argv, traced);
+        send_exec(s->api, PRELOAD_EXEC_ATTEMPT, 0, fd, s->path, s->cut, s->argv, traced);
         if (f.removed) send_removed(s->path, s->argv);
-        if ((kind & PRELOAD_ELF_SECURE) && !(kind == (PRELOAD_ELF_DYNAMIC | PRELOAD_ELF_SECURE) && pl_in_ld_so_preload()))
-            send_blind(PRELOAD_BLIND_SECURE, s->path);
-        else if (f.rewrite && !f.ld)
-            send_blind(PRELOAD_BLIND_NO_VARIANT, s->path);
+        if (blind) send_blind(blind, s->path);
         pl_leave();
     }
+    int chan = hookless ? pl_chan_fd() : -1; /* a program without the hook would keep it open */
+    chan_cloexec(chan, 1);
     errno = err;
     int r = launch(s, traced, &f);
     err = errno;
     int failed = is_spawn(s) ? r : r < 0 ? err : 0;
+    chan_cloexec(chan, 0);
     if (failed && pl_enter()) {
-        send_exec(s->api, PRELOAD_EXEC_FAILED, -failed, fd, s->path, s->argv, 0);
+        send_exec(s->api, PRELOAD_EXEC_FAILED, -failed, fd, s->path, s->cut, s->argv, 0);
         pl_leave();
     }
     errno = err;
@@ -285,7 +306,7 @@ static int start(const struct start *s, int dirfd, const char *what)
     } while (0)
 
 /* What execvp would run: classified only when it was found (or has a slash). */
-#define SEARCHED(file, full) on_path(file, full, sizeof full)
+#define SEARCHED(file, full, cut) on_path(file, full, sizeof full, &cut)
 #define FOUND(path) ((path) && strchr(path, '/') ? (path) : NULL)
 
 PL_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
@@ -302,18 +323,20 @@ PL_EXPORT int execv(const char *path, char *const argv[])
 
 PL_EXPORT int execvp(const char *file, char *const argv[])
 {
-    char full[PL_BUF];
-    const char *path = SEARCHED(file, full);
+    char full[PL_PATH];
+    int cut = 0;
+    const char *path = SEARCHED(file, full, cut);
     START(AT_FDCWD, FOUND(path), .api = PRELOAD_API_EXECVP, .how = BY_SEARCH, .fd = -1, .file = file,
-          .path = path, .argv = argv, .envp = environ);
+          .path = path, .cut = cut, .argv = argv, .envp = environ);
 }
 
 PL_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
-    char full[PL_BUF];
-    const char *path = SEARCHED(file, full);
+    char full[PL_PATH];
+    int cut = 0;
+    const char *path = SEARCHED(file, full, cut);
     START(AT_FDCWD, FOUND(path), .api = PRELOAD_API_EXECVPE, .how = BY_SEARCH, .fd = -1, .file = file,
-          .path = path, .argv = argv, .envp = envp);
+          .path = path, .cut = cut, .argv = argv, .envp = envp);
 }
 
 /* The execl family: collect the variadic arguments into an argv on the stack. */
@@ -340,10 +363,11 @@ PL_EXPORT int execl(const char *path, const char *arg, ...)
 PL_EXPORT int execlp(const char *file, const char *arg, ...)
 {
     COLLECT_ARGV(arg, argv, (void)0);
-    char full[PL_BUF];
-    const char *path = SEARCHED(file, full);
+    char full[PL_PATH];
+    int cut = 0;
+    const char *path = SEARCHED(file, full, cut);
     START(AT_FDCWD, FOUND(path), .api = PRELOAD_API_EXECLP, .how = BY_SEARCH, .fd = -1, .file = file,
-          .path = path, .argv = argv, .envp = environ);
+          .path = path, .cut = cut, .argv = argv, .envp = environ);
 }
 
 PL_EXPORT int execle(const char *path, const char *arg, ...)
@@ -356,20 +380,20 @@ PL_EXPORT int execle(const char *path, const char *arg, ...)
 
 PL_EXPORT int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
 {
-    char full[PL_BUF];
+    char full[PL_PATH];
     const char *p = path;
     if ((flags & AT_EMPTY_PATH) && p && !*p) p = "."; /* the file is dirfd itself */
-    pl_abspath(dirfd, p, full, sizeof full);
+    int cut = pl_abspath(dirfd, p, full, sizeof full) != 0;
     int by_fd = p != path;
     START(dirfd, by_fd ? "" : path, .api = PRELOAD_API_EXECVEAT, .how = BY_AT, .fd = dirfd, .by_fd = by_fd,
-          .file = path, .path = full, .argv = argv, .envp = envp, .flags = flags);
+          .file = path, .path = full, .cut = cut, .argv = argv, .envp = envp, .flags = flags);
 }
 
 PL_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
-    char full[PL_BUF];
-    pl_abspath(fd, ".", full, sizeof full);
-    START(fd, "", .api = PRELOAD_API_FEXECVE, .how = BY_FD, .fd = fd, .by_fd = 1, .path = full,
+    char full[PL_PATH];
+    int cut = pl_abspath(fd, ".", full, sizeof full) != 0;
+    START(fd, "", .api = PRELOAD_API_FEXECVE, .how = BY_FD, .fd = fd, .by_fd = 1, .path = full, .cut = cut,
           .argv = argv, .envp = envp);
 }
 
@@ -383,37 +407,25 @@ PL_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_a
 PL_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
                            const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-    char full[PL_BUF];
-    const char *path = SEARCHED(file, full);
+    char full[PL_PATH];
+    int cut = 0;
+    const char *path = SEARCHED(file, full, cut);
     START(AT_FDCWD, FOUND(path), .api = PRELOAD_API_POSIX_SPAWNP, .how = SPAWNP, .fd = -1, .file = file,
-          .path = path, .argv = argv, .envp = envp, .pid = pid, .fa = fa, .attr = attr);
+          .path = path, .cut = cut, .argv = argv, .envp = envp, .pid = pid, .fa = fa, .attr = attr);
 }
 
-/* system() and popen() start sh with the process's own environment: when it lost the hook, the
- * hook goes back there (not async-signal-safe, as these two are not). */
-static void keep_hook_in_environ(char *const argv[])
+/* system() and popen() start sh with the process's own environment, through libc's own spawn that
+ * no hook sees. When that environment lost the hook, the shell runs without it: putting it back
+ * would undo the program's own choice for good and reallocate environ under threads reading it.
+ * The record says the hook was removed. */
+static void report_removed(char *const argv[])
 {
     struct fix f = {0};
     if (pl_enabled) check_env(environ, PRELOAD_ELF_UNKNOWN, &f);
-    if (!f.rewrite) return;
     if (f.removed && pl_enter()) {
         send_removed("/bin/sh", argv);
         pl_leave();
     }
-    char space[1536] __attribute__((aligned(16)));
-    void *map = NULL;
-    size_t maplen = 0;
-    char **env = rebuilt(environ, &f, space, sizeof space, &map, &maplen);
-    static const char *const names[] = {"LD_PRELOAD", "PRELOAD_SOCKET", "PRELOAD_TRACE"};
-    for (size_t i = 0; env && i < sizeof names / sizeof *names; i++) {
-        size_t n = strlen(names[i]);
-        const char *value = NULL;
-        for (char **e = env; *e && !value; e++)
-            if (strncmp(*e, names[i], n) == 0 && (*e)[n] == '=') value = *e + n + 1;
-        if (value) setenv(names[i], value, 1);
-        else unsetenv(names[i]);
-    }
-    if (map) syscall(SYS_munmap, map, maplen);
 }
 
 PL_EXPORT int system(const char *cmd)
@@ -421,15 +433,15 @@ PL_EXPORT int system(const char *cmd)
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
     int err = errno;
     if (cmd && pl_enter()) {
-        send_exec(PRELOAD_API_SYSTEM, PRELOAD_EXEC_ATTEMPT, 0, -1, "/bin/sh", argv, 0);
+        send_exec(PRELOAD_API_SYSTEM, PRELOAD_EXEC_ATTEMPT, 0, -1, "/bin/sh", 0, argv, 0);
         pl_leave();
     }
-    if (cmd) keep_hook_in_environ(argv);
+    if (cmd) report_removed(argv);
     errno = err;
     int r = REAL(system)(cmd);
     if (cmd && r == -1 && pl_enter()) {
         err = errno;
-        send_exec(PRELOAD_API_SYSTEM, PRELOAD_EXEC_FAILED, -err, -1, "/bin/sh", argv, 0);
+        send_exec(PRELOAD_API_SYSTEM, PRELOAD_EXEC_FAILED, -err, -1, "/bin/sh", 0, argv, 0);
         pl_leave();
         errno = err;
     }
@@ -441,15 +453,15 @@ PL_EXPORT FILE *popen(const char *cmd, const char *type)
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
     int err = errno;
     if (pl_enter()) {
-        send_exec(PRELOAD_API_POPEN, PRELOAD_EXEC_ATTEMPT, 0, -1, "/bin/sh", argv, 0);
+        send_exec(PRELOAD_API_POPEN, PRELOAD_EXEC_ATTEMPT, 0, -1, "/bin/sh", 0, argv, 0);
         pl_leave();
     }
-    keep_hook_in_environ(argv);
+    report_removed(argv);
     errno = err;
     FILE *f = REAL(popen)(cmd, type);
     if (!f && pl_enter()) {
         err = errno;
-        send_exec(PRELOAD_API_POPEN, PRELOAD_EXEC_FAILED, -err, -1, "/bin/sh", argv, 0);
+        send_exec(PRELOAD_API_POPEN, PRELOAD_EXEC_FAILED, -err, -1, "/bin/sh", 0, argv, 0);
         pl_leave();
         errno = err;
     }

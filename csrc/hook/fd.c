@@ -3,7 +3,10 @@
  * channel notices that its fd is gone and reconnects on the next record. */
 #include "hook.h"
 
+#include <limits.h>
 #include <linux/close_range.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int close_range(unsigned first, unsigned last, int flags);
@@ -15,16 +18,30 @@ PL_EXPORT int close(int fd)
     return REAL(close)(fd);
 }
 
+/* musl has neither close_range nor closefrom, yet a program that finds our names calls them: when
+ * libc's is missing (ENOSYS), the kernel does the work, and closefrom without close_range in the
+ * kernel closes each fd up to the limit, as glibc's own does then. */
 PL_EXPORT int close_range(unsigned first, unsigned last, int flags)
 {
     if (!(flags & CLOSE_RANGE_CLOEXEC)) pl_fd_range_lost(first, last); /* cloexec closes nothing now */
-    return REAL(close_range)(first, last, flags);
+    int r = REAL(close_range)(first, last, flags);
+    if (r < 0 && errno == ENOSYS) r = (int)syscall(SYS_close_range, first, last, flags);
+    return r;
 }
 
 PL_EXPORT void closefrom(int lowfd)
 {
-    pl_fd_range_lost(lowfd < 0 ? 0 : (unsigned)lowfd, ~0U);
+    unsigned first = lowfd < 0 ? 0 : (unsigned)lowfd;
+    pl_fd_range_lost(first, ~0U);
+    int err = errno;
+    errno = 0;
     REAL(closefrom)(lowfd);
+    if (errno == ENOSYS && syscall(SYS_close_range, first, ~0U, 0) != 0) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+            for (rlim_t fd = first; fd < rl.rlim_cur && fd <= INT_MAX; fd++) syscall(SYS_close, (int)fd);
+    }
+    errno = err;
 }
 
 /* Replacing our fd: forget it once it is replaced (the channel checks the fd's identity before

@@ -26,9 +26,9 @@ static void record_open(unsigned api, int dirfd, const char *path, int flags, un
     struct preload_open o = {.api = (uint16_t)api, .flags = flags, .mode = mode,
                              .res = res < 0 ? -err : res};
     /* every write is recorded (but to /dev/null), and every path we had to cut: two long paths
-     * could share the cut */
+     * could share the cut; and every open of a vfork child, which must not fill its parent's table */
     int whole = pl_abspath(dirfd, path, abs, room) == 0;
-    int always = !whole || (is_write(flags) && !pl_quiet_sink(abs));
+    int always = !whole || (is_write(flags) && !pl_quiet_sink(abs)) || pl_in_vfork_child();
     if (!pl_repeat(abs, o.res, flags & O_ACCMODE, always, &o.path_hash)) {
         if (res >= 0) pl_fdpath(res, abs, room); /* a symlink or ../ cannot hide the real file */
         o.repeatable = o.path_hash && !pl_sensitive(abs) && pl_remember(o.path_hash);

@@ -74,6 +74,9 @@ void pl_table_forget(void);
 /* Called by the fd hooks: the application is closing or replacing fd. */
 void pl_fd_lost(int fd);
 void pl_fd_range_lost(unsigned first, unsigned last);
+/* The channel's fd while it is still ours, else -1 (an exec into a program without the hook sets it
+ * close-on-exec). */
+int pl_chan_fd(void);
 
 /* The file behind fd, from the kernel (symlinks and .. resolved); -1 when it has no path. */
 int pl_fdpath(int fd, char *out, size_t cap);

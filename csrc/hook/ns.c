@@ -5,6 +5,7 @@
 #include "hook.h"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <sys/mount.h>
@@ -121,6 +122,10 @@ static void record_syscall(long nr, long r, const long *a)
     case SYS_setfsuid: pl_call(PRELOAD_API_SETFSUID, r, args, ""); break;
     case SYS_setfsgid: pl_call(PRELOAD_API_SETFSGID, r, args, ""); break;
     case SYS_capset: pl_capset_record(r, (const void *)a[0], (const void *)a[1]); break;
+#ifdef SYS_dup2
+    case SYS_dup2:
+#endif
+    case SYS_dup3: if (r >= 0 && a[0] != a[1]) pl_fd_lost((int)a[1]); break; /* as fd.c's dup2 */
     }
 }
 
@@ -131,6 +136,9 @@ PL_EXPORT long syscall(long nr, ...)
     va_start(ap, nr);
     for (int i = 0; i < 6; i++) a[i] = va_arg(ap, long); /* as many as any call takes */
     va_end(ap);
+    /* the channel forgets an fd closed behind libc's back, as fd.c's close and close_range */
+    if (nr == SYS_close) pl_fd_lost((int)a[0]);
+    else if (nr == SYS_close_range && !(a[2] & CLOSE_RANGE_CLOEXEC)) pl_fd_range_lost((unsigned)a[0], (unsigned)a[1]);
     long r = REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
     record_syscall(nr, r, a);
     return r;

@@ -33,10 +33,11 @@ char pl_env_socket[sizeof "PRELOAD_SOCKET=" + 108];
 char pl_env_trace[sizeof "PRELOAD_TRACE=" + PATH_MAX];
 int pl_injected;
 
-/* "NAME=value" of our own environment, when it fits */
+/* "NAME=value" of our own environment, when it fits; never in a set-id program, whose caller must
+ * not choose its daemon or its tracer */
 static void keep_var(char *out, size_t cap, const char *name)
 {
-    const char *v = getenv(name);
+    const char *v = secure_getenv(name);
     if (v && *v && (size_t)snprintf(out, cap, "%s=%s", name, v) >= cap) out[0] = 0;
 }
 
