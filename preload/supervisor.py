@@ -114,12 +114,26 @@ class InstallError(Exception):
     """The hook cannot be put in /etc/ld.so.preload; the message says why."""
 
 
+def _check_loads(hook):
+    """The image's own loader must take the hook without a word: a library it refuses (an older
+    glibc than the hook needs) in /etc/ld.so.preload would break every program of the image."""
+    probe = next((p for p in ("/bin/true", "/usr/bin/true", "/bin/sh") if os.path.exists(p)), None)
+    if probe is None:
+        return  # no dynamic program to break
+    env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": hook}
+    r = subprocess.run([probe], env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    if r.returncode != 0 or r.stderr:
+        said = r.stderr.decode(errors="replace").strip() or f"exit status {r.returncode}"
+        raise InstallError(f"this image's loader does not load {hook}: {said}")
+
+
 def install_ld_so_preload(path=LD_SO_PRELOAD, hook=HOOK):
     """Names the hook (first) in the loader's list of libraries for every glibc program, keeping the
     entries already there. Returns False when it was there already. For image builds, as root."""
     if os.geteuid() != 0:
         raise InstallError(f"{path} can only be changed by root: run this as root at image build "
                            "(before USER)")
+    _check_loads(hook)
     try:
         with open(path, "a+") as f:  # in place: the file may be a mount point
             f.seek(0)

@@ -278,6 +278,16 @@ def test_install_ld_so_preload_says_why_it_cannot_write(tmp_path):
     assert "cannot write /etc/ld.so.preload: Read-only file system" in cp.stderr
 
 
+def test_install_ld_so_preload_refuses_a_library_the_loader_will_not_take(tmp_path):
+    # (a library built for a newer glibc than the image's gives the same kind of loader complaint)
+    bogus = tmp_path / "libnot.so"
+    bogus.write_text("not an ELF object\n")
+    target = tmp_path / "ld.so.preload"
+    with pytest.raises(supervisor.InstallError, match="loader does not load"):
+        supervisor.install_ld_so_preload(path=str(target), hook=str(bogus))
+    assert not target.exists()  # nothing was written
+
+
 def test_install_ld_so_preload_needs_root():
     code = textwrap.dedent("""
         import os
