@@ -316,6 +316,13 @@ def test_image_keeps_no_build_leftovers(podman, image, tmp_path):
     assert r.stdout.split() == base.stdout.split() + ["/opt/preload/bin/preload", "/usr/local/bin/preload"]
 
 
+def test_image_has_the_hook_for_glibc_and_for_musl_programs(podman, image, tmp_path):
+    r = run(podman, image, "-c", "ls /opt/preload/lib/python3*/site-packages/preload/",
+            state=tmp_path / "state", entrypoint="sh")
+    assert r.returncode == 0, r.stderr
+    assert {"libpreload.so", "libpreload-musl.so", "preload-trace"} <= set(r.stdout.split())
+
+
 def test_static_program_is_traced_without_cap_sys_ptrace(podman, image, probes, tmp_path):
     r = run(podman, image, "/probe/static-probe", "/etc/preload-static-probe", "9", "7",
             state=tmp_path / "state", probes=probes)
