@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import need
+from tools import need, unavailable
 from agent import events, of_type, starts
 
 pytestmark = pytest.mark.images
@@ -112,12 +112,6 @@ func main() {
 """
 
 
-def _unavailable(message):
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 def _image_id(podman, ref):
     r = subprocess.run([podman, "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True,
                        text=True)
@@ -152,7 +146,7 @@ def build(podman, name, tag, dockerfile, context, **args):
 
 def _base(podman, ref):
     if _image_id(podman, ref) is None:
-        _unavailable(f"base image {ref} is not present (there is no registry to pull it from: "
+        unavailable(f"base image {ref} is not present (there is no registry to pull it from: "
                      f".ci/run sets it up, or name another with PRELOAD_TEST_IMAGE_BASE/_DEBIAN)")
     return ref
 

@@ -17,7 +17,7 @@ import pytest
 from agent import events, of_type, preload, starts
 from test_hook_safety import outcome, plain
 from test_musl import musl_cc, musl_collector, musl_gcc, musl_hook  # noqa: F401 (fixtures)
-from tools import need
+from tools import need, unavailable
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 CAT = os.path.realpath(shutil.which("cat"))
@@ -25,12 +25,9 @@ TRUE = os.path.realpath("/bin/true")
 
 
 def need_library(path, package):
-    """A shared library the test preloads: a skip when missing, a failure in CI (like need())."""
+    """A shared library the test preloads, or unavailable()."""
     if not os.path.isfile(path):
-        message = f"{path} is not installed (Debian package: {package})"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{path} is not installed (Debian package: {package})")
     return path
 
 
@@ -204,7 +201,7 @@ def test_set_user_id_program_ignores_the_hook_silently_and_runs_unharmed(collect
     """AT_SECURE: the loader skips LD_PRELOAD entries with a slash. It must do so without a word
     on the program's stderr and without changing what the program does."""
     if os.geteuid() != 0:
-        pytest.skip("making a set-user-ID root program needs root")
+        unavailable("making a set-user-ID root program needs root")
     prog = os.path.join(public_dir, "id")
     shutil.copy(shutil.which("id"), prog)
     os.chmod(prog, 0o4755)

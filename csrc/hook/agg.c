@@ -10,6 +10,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/syscall.h>
@@ -46,6 +47,37 @@ int pl_fdpath(int fd, char *out, size_t cap)
     if (n <= 0 || out[0] != '/') return -1; /* pipes, sockets, anonymous files: keep what we had */
     out[n] = 0;
     return 0;
+}
+
+int pl_mapping_at(uintptr_t addr, char *out, size_t cap)
+{
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    char chunk[256];
+    size_t len = 0;
+    int found = -1;
+    ssize_t n;
+    while (found < 0 && (n = syscall(SYS_read, fd, chunk, sizeof chunk)) > 0) {
+        for (ssize_t i = 0; i < n && found < 0; i++) {
+            if (chunk[i] != '\n') {
+                if (len < cap - 1) out[len++] = chunk[i]; /* a longer line keeps its start */
+                continue;
+            }
+            out[len] = 0;
+            len = 0;
+            char *p;
+            uintptr_t lo = strtoul(out, &p, 16), hi = *p == '-' ? strtoul(p + 1, &p, 16) : 0;
+            if (addr < lo || addr >= hi) continue;
+            found = 0;
+            /* "start-end perms offset dev inode   path": the path, when there is one */
+            for (int field = 0; field < 4 && p; field++) p = strchr(p + 1, ' ');
+            while (p && *p == ' ') p++;
+            memmove(out, p ? p : "", p ? strlen(p) + 1 : 1);
+        }
+    }
+    syscall(SYS_close, fd);
+    if (found < 0) out[0] = 0;
+    return found;
 }
 
 int pl_abspath(int dirfd, const char *path, char *out, size_t cap)

@@ -60,22 +60,18 @@ PL_EXPORT void *dlopen(const char *name, int flags)
 /* ---- executable memory ---- */
 
 /* At most EXEC_MEMORY_FIRST records per process; a forked child counts afresh. */
-static pid_t counted_pid;
 static int counted;
+
+void pl_exec_memory_forget(void) { __atomic_store_n(&counted, 0, __ATOMIC_RELAXED); }
 
 static int exec_memory_wanted(void)
 {
-    if (!pl_enabled || pl_depth) return 0;
-    pid_t self = pl_self(), was = __atomic_load_n(&counted_pid, __ATOMIC_ACQUIRE);
-    if (was != self && __atomic_compare_exchange_n(&counted_pid, &was, self, 0, __ATOMIC_ACQ_REL,
-                                                   __ATOMIC_ACQUIRE))
-        __atomic_store_n(&counted, 0, __ATOMIC_RELEASE);
-    return __atomic_load_n(&counted, __ATOMIC_ACQUIRE) < EXEC_MEMORY_FIRST;
+    return pl_enabled && !pl_depth && __atomic_load_n(&counted, __ATOMIC_RELAXED) < EXEC_MEMORY_FIRST;
 }
 
 static void record_exec_memory(unsigned api, int ok, const int64_t *args)
 {
-    if (__atomic_add_fetch(&counted, 1, __ATOMIC_ACQ_REL) <= EXEC_MEMORY_FIRST)
+    if (__atomic_add_fetch(&counted, 1, __ATOMIC_RELAXED) <= EXEC_MEMORY_FIRST)
         pl_call(api, ok ? 0 : -1, args, "");
 }
 
@@ -85,38 +81,11 @@ static int is_memfd(int fd)
     return fd >= 0 && pl_fdpath(fd, path, sizeof path) == 0 && strncmp(path, "/memfd:", 7) == 0;
 }
 
-/* The mapping that holds addr has no file behind it, or a memfd. Its line in /proc/self/maps,
- * "start-end perms offset dev inode path", tells within its first 127 bytes. */
+/* The mapping that holds addr has no file behind it, or a memfd. */
 static int anonymous_at(uintptr_t addr)
 {
-    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    char chunk[512], line[128];
-    size_t len = 0;
-    int found = 0, anon = 0;
-    ssize_t n;
-    while (!found && (n = read(fd, chunk, sizeof chunk)) > 0) {
-        for (ssize_t i = 0; i < n && !found; i++) {
-            if (chunk[i] != '\n') {
-                if (len < sizeof line - 1) line[len++] = chunk[i];
-                continue;
-            }
-            line[len] = 0;
-            len = 0;
-            char *p;
-            uintptr_t start = strtoul(line, &p, 16), end = *p == '-' ? strtoul(p + 1, &p, 16) : 0;
-            if (addr < start || addr >= end) continue;
-            found = 1;
-            for (int field = 0; field < 3 && p; field++) p = strchr(p + 1, ' '); /* perms offset dev */
-            if (p) {
-                unsigned long inode = strtoul(p, &p, 10);
-                while (*p == ' ') p++;
-                anon = inode == 0 || strncmp(p, "/memfd:", 7) == 0;
-            }
-        }
-    }
-    close(fd);
-    return anon;
+    char path[128]; /* a line's fields, and enough of its path to tell */
+    return pl_mapping_at(addr, path, sizeof path) == 0 && (path[0] != '/' || strncmp(path, "/memfd:", 7) == 0);
 }
 
 static void exec_mmap(void *p, void *addr, size_t len, int prot, int flags, int fd, int64_t off)
@@ -151,9 +120,7 @@ static void exec_mprotect(int r, void *addr, size_t len, int prot)
 {
     int err = errno;
     if (!exec_memory_wanted()) return;
-    pl_depth++; /* reading the memory map is not the program's open */
     int worth = (prot & PROT_WRITE) || anonymous_at((uintptr_t)addr);
-    pl_depth--;
     errno = err;
     if (worth) record_exec_memory(PRELOAD_API_MPROTECT, r == 0, PL_ARGS((int64_t)(uintptr_t)addr,
                                                                          (int64_t)len, prot));

@@ -316,47 +316,15 @@ static int cmdline(struct pl_rec *r)
     return n;
 }
 
-/* The file mapped at addr, from /proc/self/maps, into out; 0, or -1 when not found. */
-static __attribute__((noinline)) int mapped_file(uintptr_t addr, char *out, size_t cap)
-{
-    char line[PATH_MAX + 128];
-    size_t have = 0;
-    int found = -1, fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    for (;;) {
-        ssize_t n = syscall(SYS_read, fd, line + have, sizeof line - 1 - have);
-        if (n <= 0) break;
-        have += (size_t)n;
-        line[have] = 0;
-        char *nl;
-        while ((nl = memchr(line, '\n', have))) {
-            *nl = 0;
-            unsigned long lo, hi;
-            int path_at = 0;
-            if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &path_at) == 2 && path_at &&
-                addr >= lo && addr < hi && line[path_at] == '/') {
-                snprintf(out, cap, "%s", line + path_at);
-                found = 0;
-                goto done;
-            }
-            have -= (size_t)(nl + 1 - line);
-            memmove(line, nl + 1, have);
-        }
-        if (have == sizeof line - 1) have = 0; /* a line longer than any path: skip it */
-    }
-done:
-    sys_close(fd);
-    return found;
-}
-
 /* The program's file. /proc/self/exe names the loader when the loader was run as a program
  * (`ld-linux.so PROGRAM`, AT_BASE 0): the program is then the file its headers are mapped from. */
 static void exe_path(char *out, size_t cap)
 {
+    if (PL_UNLIKELY(getauxval(AT_BASE) == 0) && getauxval(AT_PHDR) &&
+        pl_mapping_at(getauxval(AT_PHDR), out, cap) == 0 && out[0] == '/')
+        return;
     ssize_t n = readlink("/proc/self/exe", out, cap - 1);
     out[n > 0 ? n : 0] = 0;
-    if (PL_UNLIKELY(getauxval(AT_BASE) == 0) && getauxval(AT_PHDR))
-        mapped_file(getauxval(AT_PHDR), out, cap);
 }
 
 static void send_start(void)
@@ -393,6 +361,7 @@ static void after_fork_child(void)
     pl_seq = 0;
     pl_failed = 0;
     pl_table_forget();
+    pl_exec_memory_forget();
 }
 
 /* A process that `preload run` did not start (a `docker exec` session, loaded by /etc/ld.so.preload)

@@ -7,10 +7,11 @@
  *
  * The new program gets the hook back when its environment lost it (env -i, unsetenv, a changed
  * LD_PRELOAD or PRELOAD_* variable; not the shell of system() and popen(): see there): the exec is
- * reported as hook_removed and goes ahead with the hook put back, first in LD_PRELOAD, the program's other preloads kept. LD_PRELOAD names the build
- * of the hook for the target's libc; without one, the hook is left out and the program reported
- * blind. A program that will not load the hook does not inherit the channel either. In a vfork child
- * only async-signal-safe work happens here: no malloc, bounded stack. */
+ * reported as hook_removed and goes ahead with the hook put back, first in LD_PRELOAD, the
+ * program's other preloads kept. LD_PRELOAD names the build of the hook for the target's libc;
+ * without one, the hook is left out and the program reported blind. A program that will not load
+ * the hook does not inherit the channel either. In a vfork child only async-signal-safe work
+ * happens here: no malloc, bounded stack. */
 #include "hook.h"
 
 #include <fcntl.h>
@@ -131,13 +132,7 @@ static void check_env(char *const *envp, int kind, struct fix *f)
         if (e[0] == 'L' && strncmp(e, LD, LDLEN) == 0) {
             ld_seen = 1; /* every one counts: the loader takes the last, getenv the first */
             if (f->ld ? !pl_names(e + LDLEN, f->ld + LDLEN) : 1) {
-                int ours = 0;
-                for (const char *p = e + LDLEN; *p && !ours;) {
-                    size_t n = strcspn(p, " :\t\n");
-                    ours = pl_is_hook(p, n);
-                    p += n;
-                    p += *p != 0;
-                }
+                int ours = pl_names(e + LDLEN, NULL);
                 f->removed |= !ours;
                 f->rewrite |= ours || f->ld; /* the other build of ours, or ours where none fits */
             }
@@ -417,53 +412,34 @@ PL_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_
 /* system() and popen() start sh with the process's own environment, through libc's own spawn that
  * no hook sees. When that environment lost the hook, the shell runs without it: putting it back
  * would undo the program's own choice for good and reallocate environ under threads reading it.
- * The record says the hook was removed. */
-static void report_removed(char *const argv[])
+ * The attempt's record is followed by one that says the hook was removed. */
+static void shell(unsigned api, unsigned phase, char *const argv[])
 {
-    struct fix f = {0};
-    if (pl_enabled) check_env(environ, PRELOAD_ELF_UNKNOWN, &f);
-    if (f.removed && pl_enter()) {
-        send_removed("/bin/sh", argv);
+    int err = errno;
+    if (pl_enter()) {
+        send_exec(api, phase, phase == PRELOAD_EXEC_FAILED ? -err : 0, -1, "/bin/sh", 0, argv, 0);
+        struct fix f = {0};
+        if (phase == PRELOAD_EXEC_ATTEMPT) check_env(environ, PRELOAD_ELF_UNKNOWN, &f);
+        if (f.removed) send_removed("/bin/sh", argv);
         pl_leave();
     }
+    errno = err;
 }
 
 PL_EXPORT int system(const char *cmd)
 {
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
-    int err = errno;
-    if (cmd && pl_enter()) {
-        send_exec(PRELOAD_API_SYSTEM, PRELOAD_EXEC_ATTEMPT, 0, -1, "/bin/sh", 0, argv, 0);
-        pl_leave();
-    }
-    if (cmd) report_removed(argv);
-    errno = err;
+    if (cmd) shell(PRELOAD_API_SYSTEM, PRELOAD_EXEC_ATTEMPT, argv);
     int r = REAL(system)(cmd);
-    if (cmd && r == -1 && pl_enter()) {
-        err = errno;
-        send_exec(PRELOAD_API_SYSTEM, PRELOAD_EXEC_FAILED, -err, -1, "/bin/sh", 0, argv, 0);
-        pl_leave();
-        errno = err;
-    }
+    if (cmd && r == -1) shell(PRELOAD_API_SYSTEM, PRELOAD_EXEC_FAILED, argv);
     return r;
 }
 
 PL_EXPORT FILE *popen(const char *cmd, const char *type)
 {
     char *argv[] = {"sh", "-c", (char *)cmd, NULL};
-    int err = errno;
-    if (pl_enter()) {
-        send_exec(PRELOAD_API_POPEN, PRELOAD_EXEC_ATTEMPT, 0, -1, "/bin/sh", 0, argv, 0);
-        pl_leave();
-    }
-    report_removed(argv);
-    errno = err;
+    shell(PRELOAD_API_POPEN, PRELOAD_EXEC_ATTEMPT, argv);
     FILE *f = REAL(popen)(cmd, type);
-    if (!f && pl_enter()) {
-        err = errno;
-        send_exec(PRELOAD_API_POPEN, PRELOAD_EXEC_FAILED, -err, -1, "/bin/sh", 0, argv, 0);
-        pl_leave();
-        errno = err;
-    }
+    if (!f) shell(PRELOAD_API_POPEN, PRELOAD_EXEC_FAILED, argv);
     return f;
 }

@@ -70,6 +70,8 @@ int pl_in_vfork_child(void);
 void pl_flush_counts(void);
 /* After fork: the child starts with an empty table (cleared lazily). */
 void pl_table_forget(void);
+/* After fork: the child records its own first executable mappings (code.c). */
+void pl_exec_memory_forget(void);
 
 /* Called by the fd hooks: the application is closing or replacing fd. */
 void pl_fd_lost(int fd);
@@ -80,6 +82,11 @@ int pl_chan_fd(void);
 
 /* The file behind fd, from the kernel (symlinks and .. resolved); -1 when it has no path. */
 int pl_fdpath(int fd, char *out, size_t cap);
+
+/* The mapping that holds addr, from /proc/self/maps: its path into out, cut to cap ("" or a
+ * "[name]" for anonymous memory; out also holds the lines read, so cap must exceed a line's first
+ * 80 bytes). 0, or -1 when no mapping holds addr. */
+int pl_mapping_at(uintptr_t addr, char *out, size_t cap);
 
 /* Mixed trees (route.c): programs the hook cannot enter are started through the tracer's launcher.
  * pl_exec_traced returns only on failure; fd >= 0 means the program is that fd (fexecve).

@@ -62,13 +62,14 @@ void pl_route_init(void)
         snprintf(launcher, sizeof launcher, "%.*s/preload-trace", dir, info.dli_fname);
 }
 
-/* Whether a LD_PRELOAD list (space or colon separated, as both loaders read it) names lib. */
+/* Whether a LD_PRELOAD list (space or colon separated, as both loaders read it) names lib; with
+ * lib NULL, either build of the hook. */
 int pl_names(const char *list, const char *lib)
 {
-    size_t n = strlen(lib);
+    size_t n = lib ? strlen(lib) : 0;
     for (const char *p = list; *p;) {
         size_t len = strcspn(p, " :\t\n");
-        if (len == n && memcmp(p, lib, n) == 0) return 1;
+        if (lib ? len == n && memcmp(p, lib, n) == 0 : len && pl_is_hook(p, len)) return 1;
         p += len;
         p += *p != 0;
     }
