@@ -95,18 +95,24 @@ def elf_kind(exe):
     return kind & ~lib.PRELOAD_ELF_SECURE
 
 
+def tracer_needed(kind):
+    """True for a kind of program the hook cannot enter (static, Go)."""
+    from preload._native import lib
+
+    return kind in (lib.PRELOAD_ELF_STATIC, lib.PRELOAD_ELF_GO)
+
+
 def needs_tracer(exe):
-    """True for a program the hook cannot enter (static, Go), decided as the hook decides at exec."""
+    """True for a program the hook cannot enter, decided as the hook decides at exec."""
+    return tracer_needed(elf_kind(exe))
+
+
+def hook_for(kind):
+    """The hook's build for a kind of program's libc (musl's or glibc's); None when that one was not
+    built."""
     from preload._native import lib
 
-    return elf_kind(exe) in (lib.PRELOAD_ELF_STATIC, lib.PRELOAD_ELF_GO)
-
-
-def hook_for(exe):
-    """The hook's build for exe's libc (musl's or glibc's); None when that one was not built."""
-    from preload._native import lib
-
-    hook = MUSL_HOOK if elf_kind(exe) == lib.PRELOAD_ELF_MUSL else HOOK
+    hook = MUSL_HOOK if kind == lib.PRELOAD_ELF_MUSL else HOOK
     return hook if os.path.exists(hook) else None
 
 
@@ -317,8 +323,9 @@ class Supervisor:
         for s in FORWARDED:
             signal.signal(s, self._forward)
         argv, program = self.argv, exe
-        traced = tracing and (self.attach == "ptrace" or needs_tracer(exe))
-        hook = None if traced or self.attach == "none" else hook_for(exe)
+        kind = elf_kind(exe)
+        traced = tracing and (self.attach == "ptrace" or tracer_needed(kind))
+        hook = None if traced or self.attach == "none" else hook_for(kind)
         if self.attach == "none":
             env = os.environ
         else:
@@ -371,11 +378,8 @@ class Supervisor:
                 self._tracer_exited(status)
 
     def _note_no_build(self, exe):
-        reason = ("linked against musl, and the hook's musl build (libpreload-musl.so) is not installed; "
-                  "its activity is not observed")
-        warn(f"{exe}: {reason}")
-        self._log_event("preload.blindspot", **{"evt.arg.filename": exe, "preload.binary": "dynamic-musl",
-                                                "preload.reason": reason, "proc.pid": os.getpid()})
+        self._blind(exe, "dynamic-musl", "linked against musl, and the hook's musl build "
+                    "(libpreload-musl.so) is not installed; its activity is not observed")
 
     def _note_blind_spot(self, exe):
         if self.attach == "none":
@@ -385,10 +389,12 @@ class Supervisor:
         target = elf.classify(exe)
         if target.attach != "ptrace":
             return
-        reason = (f"{target.kind} program: libc hooks cannot see inside it and the tracer is not "
-                  f"in use (--attach {self.attach}); its activity is not observed")
+        self._blind(exe, target.kind, f"{target.kind} program: libc hooks cannot see inside it and the "
+                    f"tracer is not in use (--attach {self.attach}); its activity is not observed")
+
+    def _blind(self, exe, binary, reason):
         warn(f"{exe}: {reason}")
-        self._log_event("preload.blindspot", **{"evt.arg.filename": exe, "preload.binary": target.kind,
+        self._log_event("preload.blindspot", **{"evt.arg.filename": exe, "preload.binary": binary,
                                                 "preload.reason": reason, "proc.pid": os.getpid()})
 
 

@@ -138,7 +138,8 @@ PL_EXPORT long syscall(long nr, ...)
     va_end(ap);
     /* the channel forgets an fd closed behind libc's back, as fd.c's close and close_range */
     if (nr == SYS_close) pl_fd_lost((int)a[0]);
-    else if (nr == SYS_close_range && !(a[2] & CLOSE_RANGE_CLOEXEC)) pl_fd_range_lost((unsigned)a[0], (unsigned)a[1]);
+    else if (nr == SYS_close_range && !(a[2] & CLOSE_RANGE_CLOEXEC))
+        pl_fd_range_lost((unsigned)a[0], (unsigned)a[1]);
     long r = REAL(syscall)(nr, a[0], a[1], a[2], a[3], a[4], a[5]);
     record_syscall(nr, r, a);
     return r;
