@@ -221,13 +221,14 @@ _DEFAULT_SOURCE = EventFields()
 # --------------------------------------------------------------------------- parser
 
 class _Parser:
-    def __init__(self, text, macros, lists, fields, expanding):
+    def __init__(self, text, macros, lists, fields, expanding, compiled):
         self.text = text
         self.pos = 0
         self.macros = macros
         self.lists = lists
         self.fields = fields
         self.expanding = expanding  # macro names being expanded, outermost first
+        self.compiled = compiled  # (name, body) -> the macro's check, for these macros, lists, fields
 
     # -- lexing helpers
     def error(self, message, position=None):
@@ -334,9 +335,13 @@ class _Parser:
         body = self.macros[name]
         if not isinstance(body, str):
             self.error(f"macro {name!r} is not a condition string", start)
-        inner = _Parser(body, self.macros, self.lists, self.fields, self.expanding + [name])
+        key = (name, body)
+        if key in self.compiled:  # it compiled, so it reaches no macro that reaches it: no loop here
+            return self.compiled[key]
+        inner = _Parser(body, self.macros, self.lists, self.fields, self.expanding + [name], self.compiled)
         try:
-            return _remembered((name, body), inner.parse())
+            check = self.compiled[key] = _remembered(key, inner.parse())
+            return check
         except ConditionError as exc:
             if exc.message.startswith(("macro loop", "in macro")):
                 raise ConditionError(exc.message, start) from None
@@ -746,16 +751,18 @@ def _compare(field, arg, op, items, parser, op_pos):
 
 def compile_condition(text: str, macros: Optional[Mapping[str, str]] = None,
                       lists: Optional[Mapping[str, Iterable]] = None,
-                      fields: Optional[Iterable[str]] = None):
+                      fields: Optional[Iterable[str]] = None, compiled: Optional[dict] = None):
     """Compile a Falco condition to ``check(event, source=None) -> bool``.
 
     ``source`` is a FieldSource; None means ``EventFields()`` without ancestors.
+    ``compiled``: a dict shared by the calls that pass the same macros, lists and fields (a ruleset's
+    load), so that each macro is compiled once.
     Raises ConditionError (with a position in ``text``) for anything it cannot compile.
     """
     if not isinstance(text, str):
         raise ConditionError("condition must be a string", 0)
     parser = _Parser(text, dict(macros or {}), dict(lists or {}),
-                     FIELDS if fields is None else frozenset(fields), [])
+                     FIELDS if fields is None else frozenset(fields), [], {} if compiled is None else compiled)
     try:
         inner = parser.parse()
     except RecursionError:

@@ -432,7 +432,7 @@ def _effective_condition(base, exceptions, lists) -> str:
     return base if len(parts) == 1 else " and ".join(parts)
 
 
-def _build_rule(item, macros, lists, fields, problems) -> Rule:
+def _build_rule(item, macros, lists, fields, problems, compiled) -> Rule:
     d = item.data
     label = _label("rule", item.name)
     tags = d.get("tags") or []
@@ -473,7 +473,7 @@ def _build_rule(item, macros, lists, fields, problems) -> Rule:
     except ValueError as exc:
         return fail(f"bad exception: {exc}")
     try:
-        rule.check = compile_condition(rule.condition, macros, lists, fields)
+        rule.check = compile_condition(rule.condition, macros, lists, fields, compiled)
     except ConditionError as exc:
         if "unknown field" in exc.message:
             rule.skipped = exc.message
@@ -495,16 +495,17 @@ def load_rules(paths: Iterable, fields: Iterable[str] = FIELDS) -> Ruleset:
     rs.macros = {n: it.data["condition"] for n, it in loader.macros.items()}
     rs.lists = {n: list(it.data["items"]) for n, it in loader.lists.items()}
     fields = frozenset(fields)
+    compiled = {}
     # Report broken macros where they are defined (fields we lack are the rules' business).
     for name, it in loader.macros.items():
         try:
-            compile_condition(name, rs.macros, rs.lists, fields)
+            compile_condition(name, rs.macros, rs.lists, fields, compiled)
         except ConditionError as exc:
             if "unknown field" not in exc.message:
                 loader.problems.append(Problem(it.file, it.line, _label("macro", name),
                                                exc.message))
     for item in loader.rules.values():
-        rule = _build_rule(item, rs.macros, rs.lists, fields, loader.problems)
+        rule = _build_rule(item, rs.macros, rs.lists, fields, loader.problems, compiled)
         rs.rules.append(rule)
         if rule.skipped is not None:
             rs.skipped.append((rule, rule.skipped))
