@@ -648,6 +648,9 @@ def fig_exec_heavy(env, reps):
     if "empty.so" in env.bins:
         cols.append(Column("empty_preload", "empty .so in LD_PRELOAD (floor)", prog,
                            clean_env(LD_PRELOAD=env.bins["empty.so"]), ref="1.08x"))
+    # the hook loaded but told of no daemon: what loading it costs before it reports anything
+    cols.append(Column("hook_silent", "agent's library loaded, reporting nothing (no daemon)", prog,
+                       clean_env(LD_PRELOAD=env.hook), ref="1.12x"))
     if env.strace:
         cols.append(Column("strace_bpf", "strace -f --seccomp-bpf -e trace=execve",
                            [env.strace, "-f", "--seccomp-bpf", "-e", "trace=execve", "-o", "/dev/null"] + prog,
