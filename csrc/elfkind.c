@@ -5,8 +5,9 @@
  * Dynamic programs load the hook. Static ones do not, and Go programs make their own system calls
  * even when dynamically linked (their ELF notes name the Go toolchain): both need the tracer. A
  * dynamic program whose loader is musl's needs the hook's musl build; one that the loader will run
- * with AT_SECURE ignores LD_PRELOAD altogether. A script is decided by its interpreter, which the
- * caller classifies in turn. */
+ * with AT_SECURE ignores LD_PRELOAD altogether. One built for another machine or word size (a
+ * 32-bit program) can take neither the hook (its loader would say so on the program's stderr) nor
+ * the tracer. A script is decided by its interpreter, which the caller classifies in turn. */
 #define _GNU_SOURCE
 #include "common.h"
 
@@ -23,6 +24,23 @@
 /* Hooks run on small stacks (threads', signal handlers' of 8 KiB): one buffer of HEAD bytes holds
  * the file's start, then serves every later read (program headers past it are read one by one). */
 #define HEAD 256
+
+#if defined(__x86_64__)
+#define OWN_MACHINE EM_X86_64
+#elif defined(__aarch64__)
+#define OWN_MACHINE EM_AARCH64
+#endif
+
+/* An ELF header (EI_NIDENT + e_type + e_machine read) for what this build runs on. */
+static int own_kind_of_elf(const unsigned char *head)
+{
+    if (head[EI_CLASS] != ELFCLASS64 || head[EI_DATA] != ELFDATA2LSB) return 0;
+#ifdef OWN_MACHINE
+    return (head[18] | head[19] << 8) == OWN_MACHINE; /* e_machine, where every class keeps it */
+#else
+    return 1;
+#endif
+}
 
 /* raw system calls: inside the hook, no other hook (ours or another preload's) must run. Opening a
  * FIFO would wait for a writer and opening a device may act (take a controlling tty, arm a
@@ -138,8 +156,9 @@ int pl_elf_kind(int dirfd, const char *path, char *interp, size_t cap, int find_
             interp[j - i] = 0;
             kind = PRELOAD_ELF_SCRIPT;
         }
-    } else if (got >= sizeof(Elf64_Ehdr) && memcmp(head, ELFMAG, SELFMAG) == 0 &&
-               head[EI_CLASS] == ELFCLASS64) {
+    } else if (got >= EI_NIDENT + 4 && memcmp(head, ELFMAG, SELFMAG) == 0 && !own_kind_of_elf(head)) {
+        kind = PRELOAD_ELF_FOREIGN;
+    } else if (got >= sizeof(Elf64_Ehdr) && memcmp(head, ELFMAG, SELFMAG) == 0) {
         Elf64_Ehdr eh;
         memcpy(&eh, head, sizeof eh);
         int dynamic = 0, musl = 0, go = 0, have_rw = 0;

@@ -200,6 +200,7 @@ struct preload_call {
 #define PRELOAD_BLIND_FILTER 3    /* the seccomp filter could not be installed; err says why */
 #define PRELOAD_BLIND_NO_VARIANT 4 /* no build of the hook for the program's libc (musl, glibc) */
 #define PRELOAD_BLIND_SECURE 5     /* set-id or file capabilities: the loader ignores LD_PRELOAD */
+#define PRELOAD_BLIND_FOREIGN 6    /* built for another machine or word size (PRELOAD_ELF_FOREIGN) */
 
 /* strings: the program that runs unobserved */
 struct preload_blind {
@@ -236,12 +237,14 @@ int preload_check(const void *buf, size_t len);
 
 /* What a program needs (csrc/elfkind.c): the hook, or the tracer. dirfd/path as for openat; an
  * empty path means dirfd itself. For a script, interp receives its interpreter's path. */
-#define PRELOAD_ELF_UNKNOWN 0 /* unreadable, not ELF, or another ELF class: left to the loader */
+#define PRELOAD_ELF_UNKNOWN 0 /* unreadable, or not ELF: left to the loader */
 #define PRELOAD_ELF_DYNAMIC 1
 #define PRELOAD_ELF_STATIC 2
 #define PRELOAD_ELF_GO 3
 #define PRELOAD_ELF_SCRIPT 4
 #define PRELOAD_ELF_MUSL 5    /* dynamic, loaded by musl's ld-musl: the hook's musl build */
+#define PRELOAD_ELF_FOREIGN 6 /* ELF of another class, byte order or machine than the agent's own
+                               * (a 32-bit program): neither the hook nor the tracer fits it */
 #define PRELOAD_ELF_SECURE 16 /* or'd into DYNAMIC or MUSL: set-id bits or file capabilities that raise
                                * the caller's privileges, so the loader ignores LD_PRELOAD (AT_SECURE) */
 int preload_elf_kind(int dirfd, const char *path, char *interp, size_t cap);

@@ -23,7 +23,7 @@ from elftools.elf.constants import P_FLAGS
 from elftools.elf.elffile import ELFFile
 
 KINDS = ("dynamic-glibc", "dynamic-musl", "dynamic-other", "static", "static-pie", "go", "script",
-         "not-elf", "missing", "not-executable")
+         "foreign", "not-elf", "missing", "not-executable")
 
 # The kernel reads at most this much of a "#!" line (BINPRM_BUF_SIZE).
 _SHEBANG_MAX = 256
@@ -150,6 +150,10 @@ def _inspect_elf(f, realpath: str) -> Target:
         return Target(realpath, realpath, kind, attach, reason, interpreter, libc, machine,
                       agent=agent)
 
+    if (elf.elfclass, elf.little_endian, machine) != (64, True, os.uname().machine):
+        return Target(realpath, realpath, "foreign", "none",
+                      f"{elf.elfclass}-bit {machine} ELF: neither the hook nor the tracer, built for "
+                      f"64-bit {os.uname().machine}, fits it", interpreter, libc, machine)
     if _is_go(elf, f, segments):
         linked = f"dynamic, interpreter {interpreter}" if interpreter else "static"
         return target("go", "ptrace", f"Go program ({linked}): makes raw syscalls, bypassing libc")

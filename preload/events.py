@@ -74,12 +74,15 @@ _PTRACE_REQUESTS = {0: "PTRACE_TRACEME", 16: "PTRACE_ATTACH", 17: "PTRACE_DETACH
                     4: "PTRACE_POKETEXT", 5: "PTRACE_POKEDATA", 6: "PTRACE_POKEUSR", 13: "PTRACE_SETREGS"}
 _AF = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6", socket.AF_UNIX: "AF_UNIX",
        getattr(socket, "AF_PACKET", 17): "AF_PACKET", getattr(socket, "AF_NETLINK", 16): "AF_NETLINK"}
-_BLIND_BINARY = {"no_variant": "dynamic, another libc", "secure": "set-id or file capabilities"}
+_BLIND_BINARY = {"no_variant": "dynamic, another libc", "secure": "set-id or file capabilities",
+                 "foreign": "another machine or word size"}
 _BLIND_WHY = {"no_tracer": "the tracer could not be reached",
               "refused": "the tracer could not attach to it",
               "filter": "the seccomp filter could not be installed",
               "no_variant": "no build of the hook for its libc",
-              "secure": "set-id or file capabilities: the loader ignores LD_PRELOAD"}
+              "secure": "set-id or file capabilities: the loader ignores LD_PRELOAD",
+              "foreign": "built for another machine or word size (a 32-bit program): neither the hook "
+                         "nor the tracer fits it"}
 
 
 def res_name(res):

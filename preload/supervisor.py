@@ -109,9 +109,11 @@ def needs_tracer(exe):
 
 def hook_for(kind):
     """The hook's build for a kind of program's libc (musl's or glibc's); None when that one was not
-    built."""
+    built, or when none fits (a program for another machine or word size)."""
     from preload._native import lib
 
+    if kind == lib.PRELOAD_ELF_FOREIGN:
+        return None
     hook = MUSL_HOOK if kind == lib.PRELOAD_ELF_MUSL else HOOK
     return hook if os.path.exists(hook) else None
 
@@ -346,7 +348,7 @@ class Supervisor:
         if not tracing:
             note.start()
         if not traced and hook is None and self.attach != "none":
-            self._note_no_build(exe)
+            self._note_no_build(exe, kind)
         status = self._wait_for(proc.pid)
         self.child = None
         if not tracing:
@@ -377,9 +379,15 @@ class Supervisor:
                 self.tracer.returncode = _exit_code(status)
                 self._tracer_exited(status)
 
-    def _note_no_build(self, exe):
-        self._blind(exe, "dynamic-musl", "linked against musl, and the hook's musl build "
-                    "(libpreload-musl.so) is not installed; its activity is not observed")
+    def _note_no_build(self, exe, kind):
+        from preload._native import lib
+
+        if kind == lib.PRELOAD_ELF_FOREIGN:
+            self._blind(exe, "foreign", "built for another machine or word size than the agent "
+                        f"({os.uname().machine}, 64-bit); its activity is not observed")
+        else:
+            self._blind(exe, "dynamic-musl", "linked against musl, and the hook's musl build "
+                        "(libpreload-musl.so) is not installed; its activity is not observed")
 
     def _note_blind_spot(self, exe):
         if self.attach == "none":

@@ -108,8 +108,16 @@ def test_mode_owner_size_and_node_changes_are_recorded(everything):
 
 def test_a_path_the_kernel_could_not_read_is_not_read(everything):
     _, c, work, _ = everything
-    assert [(r["res"], r["strings"]) for r in calls(c, "unlink")] == [
+    assert [(r["res"], r["strings"]) for r in calls(c, "unlink")][:3] == [
         (0, [f"{work}/fifo"]), (-errno.ENOENT, [f"{work}/missing"]), (-errno.EFAULT, [""])]
+
+
+def test_remove_is_recorded_as_the_unlink_it_makes(everything):
+    """libc's remove() unlinks through no hook of ours: a file's removal is seen all the same; a
+    directory's shows as the unlink that failed with EISDIR (the rmdir that follows is not hooked)."""
+    _, c, work, _ = everything
+    assert [(r["res"], r["strings"]) for r in calls(c, "unlink")][3:] == [
+        (0, [f"{work}/fifo2"]), (-errno.EISDIR, [f"{work}/d"])]
 
 
 # -- privileges -----------------------------------------------------------------------------

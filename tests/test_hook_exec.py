@@ -2,8 +2,11 @@
 import errno
 import os
 import shutil
+import subprocess
 
 import pytest
+
+from tools import unavailable
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 ECHO = os.path.realpath(shutil.which("echo", path=PATH))
@@ -207,3 +210,39 @@ def test_a_foreign_fd_63_is_never_taken_for_the_channel(collector, tmp_path):
     assert cp.returncode == 0
     assert other.read_bytes() == b""
     assert collector.records_of("start", argv=["cat", "/etc/hostname"])
+
+
+# prints to both streams, opens a file and exits with 3: what a 32-bit program does here, it does
+# with or without the agent
+PROGRAM_32 = r"""
+#include <fcntl.h>
+#include <stdio.h>
+int main(void)
+{
+    printf("out %d\n", open("/etc/hostname", O_RDONLY) >= 0);
+    fprintf(stderr, "err\n");
+    return 3;
+}
+"""
+
+
+@pytest.fixture
+def program_32(tmp_path):
+    if not os.path.exists("/usr/lib32/crt1.o"):
+        unavailable("no 32-bit C library to build against (Debian package: gcc-multilib)")
+    (tmp_path / "p32.c").write_text(PROGRAM_32)
+    subprocess.run(["gcc", "-m32", "-o", tmp_path / "p32", tmp_path / "p32.c"], check=True)
+    return str(tmp_path / "p32")
+
+
+def test_32_bit_program_runs_as_without_the_hook_and_is_reported_blind(collector, program_32):
+    """No build of the hook fits a 32-bit program: it must not get ours in LD_PRELOAD, whose
+    loader would refuse it with a message on the program's stderr. It runs unobserved, and says so."""
+    argv = ["sh", "-c", f"{program_32}; echo rc=$?"]
+    hooked, _ = collector.run(argv)
+    bare = subprocess.run(argv, capture_output=True)
+    assert (hooked.returncode, hooked.stdout, hooked.stderr) == (bare.returncode, bare.stdout, bare.stderr)
+    assert bare.stderr == b"err\n"
+    (blind,) = collector.records_of("blind")
+    assert (blind["reason"], blind["path"]) == ("foreign", program_32)
+    assert collector.records_of("start", exe=program_32) == []

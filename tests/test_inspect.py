@@ -11,7 +11,7 @@ import pytest
 from preload import elf
 from preload.elf import KINDS, classify, format_text, to_dict
 from agent import preload
-from tools import need
+from tools import need, unavailable
 
 HELLO_C = '#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n'
 HELLO_GO = 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("hi") }\n'
@@ -323,6 +323,18 @@ def test_inspect_command_names_the_hook_or_the_tracer_each_program_gets(tmp_path
     assert (r.returncode, r.stderr) == (0, b"")  # every agent is installed: no warning
     lines = r.stdout.decode().splitlines()
     assert [line.split()[3] for line in lines] == list(programs)
+
+
+def test_32_bit_program_is_foreign_and_nothing_attaches_to_it(tmp_path):
+    if not os.path.exists("/usr/lib32/crt1.o"):
+        unavailable("no 32-bit C library to build against (Debian package: gcc-multilib)")
+    t = classify(_program(tmp_path, "p32", "-m32"))
+    _check(t, "foreign", "none")
+    assert (t.machine, t.agent) == ("i386", None)
+    from preload._native import lib
+    from preload.supervisor import elf_kind, hook_for
+
+    assert elf_kind(t.path) == lib.PRELOAD_ELF_FOREIGN and hook_for(elf_kind(t.path)) is None
 
 
 def test_exec_time_decision_agrees_with_inspect(tmp_path, go_programs):

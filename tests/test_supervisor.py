@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent import PRELOAD, events, of_type, preload, processes, starts
+from tools import unavailable
 
 
 def test_exit_code_of_application_is_returned(tmp_path):
@@ -150,6 +151,24 @@ def test_static_program_with_hook_only_is_reported_as_blind_spot(tmp_path):
     blind = of_type(events(tmp_path / "state"), "preload.blindspot")
     assert [b["evt.arg.filename"] for b in blind] == [str(exe)]
     assert blind[0]["preload.binary"] == "static"
+
+
+def test_32_bit_program_is_run_without_the_hook_and_reported_as_blind_spot(tmp_path):
+    """Neither the hook nor the tracer fits it: it runs as it would without the agent (its loader
+    has no hook to refuse on the program's stderr), and the supervisor says it is not observed."""
+    if not os.path.exists("/usr/lib32/crt1.o"):
+        unavailable("no 32-bit C library to build against (Debian package: gcc-multilib)")
+    src = tmp_path / "p32.c"
+    src.write_text('#include <stdio.h>\nint main(void){puts("32"); fputs("err\\n", stderr); return 5;}\n')
+    exe = tmp_path / "p32"
+    subprocess.run(["gcc", "-m32", "-o", exe, src], check=True)
+    r = preload("run", "--", str(exe), state_dir=tmp_path / "state")
+    assert (r.returncode, r.stdout) == (5, b"32\n")
+    ours = [line for line in r.stderr.splitlines() if line.startswith(b"preload: ")]
+    assert [line for line in r.stderr.splitlines() if line not in ours] == [b"err"]
+    assert len(ours) == 1 and b"not observed" in ours[0]
+    blind = of_type(events(tmp_path / "state"), "preload.blindspot")
+    assert [(b["evt.arg.filename"], b["preload.binary"]) for b in blind] == [(str(exe), "foreign")]
 
 
 def test_static_child_of_hooked_shell_with_hook_only_is_reported_as_blind_spot(tmp_path):

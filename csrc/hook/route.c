@@ -87,6 +87,7 @@ const char *pl_hook_for(int kind)
 {
     if (!ld_own[0]) return NULL;
     kind &= ~PRELOAD_ELF_SECURE;
+    if (kind == PRELOAD_ELF_FOREIGN) return NULL;
     /* a program of unknown make keeps this build (a static one passes it on to its children) */
     const char *want = kind == PRELOAD_ELF_MUSL ? ld_musl : kind == PRELOAD_ELF_DYNAMIC ? ld_glibc : ld_own;
     if (want == ld_own) return want;
