@@ -203,7 +203,11 @@ def test_namespace_mount_and_root_changes_are_recorded(everything):
     nowhere = f"{work}/d/nowhere"
     assert [(r["args"][0], r["res"]) for r in calls(c, "unshare")] == [
         (0, 0), (-1, -errno.EINVAL), (0, 0)]
-    assert [r["res"] for r in calls(c, "setns")] == [0, -errno.EBADF]
+    uts = os.readlink("/proc/self/ns/uts")  # "uts:[inode]": the namespace joined, by name
+    assert [(r["res"], r["strings"]) for r in calls(c, "setns")] == [(0, [uts]), (-errno.EBADF, [""])]
+    # the open of /proc/self/ns/uts is the path opened: the link's text is no path to stand for it
+    assert [r["path"] for r in c.records_of("open", path=lambda p: p.endswith("/ns/uts"))] == [
+        "/proc/self/ns/uts"]
     rec = one(c, "mount")
     assert (rec["res"], rec["args"][3], rec["strings"]) == (-errno.ENOENT, 2, ["none", nowhere, "tmpfs"])
     assert [(r["args"][1], r["strings"]) for r in calls(c, "umount2")] == [

@@ -33,20 +33,35 @@ static uint64_t repeats, unsent, last_flush_ns; /* unsent: repeats counted since
 static int flushing;
 
 /* Built by hand: snprintf is not async-signal-safe, and its frame is large. */
-int pl_fdpath(int fd, char *out, size_t cap)
+int pl_fdname(int fd, char *out, size_t cap)
 {
     static const char dir[] = "/proc/self/fd/";
     char link[sizeof dir + 11], digits[11];
     size_t nd = 0;
-    if (fd < 0) return -1;
+    if (fd < 0 || cap < 2) return -1;
     do digits[nd++] = (char)('0' + fd % 10); while (fd /= 10);
     memcpy(link, dir, sizeof dir - 1);
     for (size_t i = 0; i < nd; i++) link[sizeof dir - 1 + i] = digits[nd - 1 - i];
     link[sizeof dir - 1 + nd] = 0;
     ssize_t n = readlink(link, out, cap - 1);
-    if (n <= 0 || out[0] != '/') return -1; /* pipes, sockets, anonymous files: keep what we had */
+    if (n <= 0) return -1;
     out[n] = 0;
     return 0;
+}
+
+int pl_fdpath(int fd, char *out, size_t cap)
+{
+    /* a short one is read aside first: pipes, sockets, namespaces and anonymous files have no path,
+     * and what out held must then stay as it was */
+    char head[128];
+    if (pl_fdname(fd, head, sizeof head) != 0 || head[0] != '/') return -1;
+    size_t n = strlen(head);
+    if (n < sizeof head - 1) {
+        if (n >= cap) return -1;
+        memcpy(out, head, n + 1);
+        return 0;
+    }
+    return pl_fdname(fd, out, cap) == 0 && out[0] == '/' ? 0 : -1; /* a longer one, in place */
 }
 
 int pl_mapping_at(uintptr_t addr, char *out, size_t cap)

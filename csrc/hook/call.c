@@ -61,7 +61,7 @@ void pl_call(unsigned api, long res, const int64_t *args, const char *spec, ...)
             if (!failed) pl_abspath(dirfd, path, out, room);
             else if (abspath_untrusted(dirfd, path, out, room)) r.truncated = 1;
         } else if (*s == 'f') {
-            if (pl_fdpath(va_arg(ap, int), out, room) != 0) out[0] = 0;
+            if (pl_fdname(va_arg(ap, int), out, room) != 0) out[0] = 0; /* a path, or "uts:[…]"… */
         } else {
             const char *str = va_arg(ap, const char *);
             if (failed) {

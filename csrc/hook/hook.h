@@ -80,8 +80,11 @@ void pl_fd_range_lost(unsigned first, unsigned last);
  * close-on-exec). */
 int pl_chan_fd(void);
 
-/* The file behind fd, from the kernel (symlinks and .. resolved); -1 when it has no path. */
+/* The file behind fd, from the kernel (symlinks and .. resolved); -1, and out untouched, when it
+ * has no path. */
 int pl_fdpath(int fd, char *out, size_t cap);
+/* What /proc/self/fd/FD links to: a path, or "pipe:[…]", "net:[…]"…; -1 without it. */
+int pl_fdname(int fd, char *out, size_t cap);
 
 /* The mapping that holds addr, from /proc/self/maps: its path into out, cut to cap ("" or a
  * "[name]" for anonymous memory; out also holds the lines read, so cap must exceed a line's first
