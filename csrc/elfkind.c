@@ -31,7 +31,8 @@
 #define OWN_MACHINE EM_AARCH64
 #endif
 
-/* An ELF header (EI_NIDENT + e_type + e_machine read) for what this build runs on. */
+/* Whether an ELF file's first EI_NIDENT + 4 bytes say it is for what this build runs on: 64-bit,
+ * little-endian, this machine. */
 static int own_kind_of_elf(const unsigned char *head)
 {
     if (head[EI_CLASS] != ELFCLASS64 || head[EI_DATA] != ELFDATA2LSB) return 0;
