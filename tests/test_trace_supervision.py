@@ -17,6 +17,7 @@ import pytest
 import preload
 from agent import PRELOAD, events, of_type, processes, starts
 from preload.events import Enricher
+from tools import unavailable
 
 TRACER = os.path.join(os.path.dirname(preload.__file__), "preload-trace")
 RUN_TIMEOUT = 60  # generous: only a hang gets anywhere near it
@@ -439,6 +440,27 @@ def test_int80_syscall_is_refused_with_enosys_under_tracer_and_recorded(tmp_path
     assert foreign["evt.arg.nr"] == 20  # getpid on i386
     assert foreign["evt.arg.arch"] == 0x40000003  # AUDIT_ARCH_I386
     assert foreign["proc.exepath"] == os.path.realpath(exe)
+
+
+def test_32_bit_program_started_by_a_traced_one_runs_and_is_reported_blind(tmp_path, static):
+    """Its calls are all of the other ABI: refusing them, as a 64-bit program's int 0x80 is, would
+    kill it. They go through, unseen, and the image is reported blind once."""
+    if not os.path.exists("/usr/lib32/crt1.o"):
+        unavailable("no 32-bit C library to build against (Debian package: gcc-multilib)")
+    src = tmp_path / "p32.c"
+    src.write_text('#include <stdio.h>\nint main(void){for (int i = 0; i < 3; i++) printf("%d\\n", i); '
+                   'return 4;}\n')
+    p32 = str(tmp_path / "p32")
+    subprocess.run(["gcc", "-m32", "-o", p32, src], check=True)
+    argv = [static("exec_twice.c"), "/nonexistent", p32]
+    bare = bare_run(argv)
+    state = tmp_path / "state"
+    assert agent_run(state, argv) == bare
+    assert bare[0] == 4
+    evts = events(state)
+    assert [(b["evt.arg.filename"], b["preload.binary"]) for b in of_type(evts, "preload.blindspot")] == [
+        (p32, "another machine or word size")]
+    assert of_type(evts, "preload.foreign_syscall") == []
 
 
 # -- the tracer dies -------------------------------------------------------------------------------

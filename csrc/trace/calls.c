@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <elf.h>
 #include <linux/audit.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
@@ -457,6 +458,27 @@ static void refuse(struct task *t, const struct __ptrace_syscall_info *si)
 #endif
 }
 
+/* A task of a 32-bit program (the kernel runs it in compat mode, and gives its registers as the
+ * 32-bit set): every call it makes is of the other ABI, and none is a 64-bit program's way past the
+ * filter. Such a program cannot be watched here, but it must run: its calls go through, and its
+ * image is reported blind, once. */
+static int compat_task(struct task *t)
+{
+    struct user_regs_struct regs;
+    struct iovec io = {&regs, sizeof regs};
+    if (ptrace(PTRACE_GETREGSET, t->tid, NT_PRSTATUS, &io) != 0 || io.iov_len >= sizeof regs) return 0;
+    if (!t->proc->compat) {
+        t->proc->compat = 1;
+        struct preload_blind b = {PRELOAD_BLIND_FOREIGN, 0};
+        struct pl_rec r;
+        rec_begin(&r, PRELOAD_REC_BLIND, &b, sizeof b);
+        if (pl_tracee_link(t->proc->tgid, "exe", r.buf + r.len, PATH_MAX) != 0) r.buf[r.len] = 0;
+        pl_rec_adopt(&r);
+        out_send(t->proc, &r);
+    }
+    return 1;
+}
+
 /* ---- stops ---- */
 
 void calls_entry(struct task *t, const void *info)
@@ -465,7 +487,7 @@ void calls_entry(struct task *t, const void *info)
     unsigned data = si->seccomp.ret_data, i = data - 1;
     t->await = -1;
     if (data == DATA_FOREIGN || si->arch != NATIVE_ARCH) {
-        refuse(t, si);
+        if (!t->proc->compat && !compat_task(t)) refuse(t, si);
         ptrace(PTRACE_CONT, t->tid, 0, 0);
         return;
     }
@@ -548,6 +570,7 @@ void calls_exec(struct task *t)
     p->seen = NULL;
     p->stream = pl_stream_id(p->tgid);
     p->seq = 0;
+    p->compat = 0;
     t->await = -1;
     send_start(t);
 }

@@ -65,6 +65,7 @@ struct proc {
     int pidfd;
     struct seen *seen; /* repeated opens, counted instead of stopped for (lazily allocated) */
     uint64_t unsent;   /* repeats not yet sent as COUNTS */
+    int compat;        /* its image is a 32-bit program (reported blind once): its calls go through */
 };
 
 /* an open's arguments, as read at its entry stop */
