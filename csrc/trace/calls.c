@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <elf.h>
 #include <linux/audit.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
@@ -458,25 +457,31 @@ static void refuse(struct task *t, const struct __ptrace_syscall_info *si)
 #endif
 }
 
-/* A task of a 32-bit program (the kernel runs it in compat mode, and gives its registers as the
- * 32-bit set): every call it makes is of the other ABI, and none is a 64-bit program's way past the
- * filter. Such a program cannot be watched here, but it must run: its calls go through, and its
- * image is reported blind, once. */
-static int compat_task(struct task *t)
+/* Whether the process runs a 32-bit program (or one for another machine): every call it makes is
+ * of the other ABI. Such a program cannot be watched here, but it must run: its calls go through,
+ * and its image is reported blind, once. The program file decides, not the task's state: a 64-bit
+ * program can switch itself to 32-bit mode to make calls the filter does not know. */
+static int foreign_image(struct proc *p)
 {
-    struct user_regs_struct regs;
-    struct iovec io = {&regs, sizeof regs};
-    if (ptrace(PTRACE_GETREGSET, t->tid, NT_PRSTATUS, &io) != 0 || io.iov_len >= sizeof regs) return 0;
-    if (!t->proc->compat) {
-        t->proc->compat = 1;
-        struct preload_blind b = {PRELOAD_BLIND_FOREIGN, 0};
-        struct pl_rec r;
-        rec_begin(&r, PRELOAD_REC_BLIND, &b, sizeof b);
-        if (pl_tracee_link(t->proc->tgid, "exe", r.buf + r.len, PATH_MAX) != 0) r.buf[r.len] = 0;
-        pl_rec_adopt(&r);
-        out_send(t->proc, &r);
+    if (p->image == IMAGE_UNKNOWN) {
+        char exe[32];
+        unsigned char head[EI_NIDENT + 4];
+        snprintf(exe, sizeof exe, "/proc/%d/exe", (int)p->tgid);
+        int fd = open(exe, O_RDONLY | O_CLOEXEC);
+        int own = fd < 0 || pread(fd, head, sizeof head, 0) != (ssize_t)sizeof head ||
+                  memcmp(head, ELFMAG, SELFMAG) != 0 || pl_own_kind_of_elf(head);
+        if (fd >= 0) close(fd);
+        p->image = own ? IMAGE_NATIVE : IMAGE_FOREIGN;
+        if (p->image == IMAGE_FOREIGN) {
+            struct preload_blind b = {PRELOAD_BLIND_FOREIGN, 0};
+            struct pl_rec r;
+            rec_begin(&r, PRELOAD_REC_BLIND, &b, sizeof b);
+            if (pl_tracee_link(p->tgid, "exe", r.buf + r.len, PATH_MAX) != 0) r.buf[r.len] = 0;
+            pl_rec_adopt(&r);
+            out_send(p, &r);
+        }
     }
-    return 1;
+    return p->image == IMAGE_FOREIGN;
 }
 
 /* ---- stops ---- */
@@ -487,7 +492,7 @@ void calls_entry(struct task *t, const void *info)
     unsigned data = si->seccomp.ret_data, i = data - 1;
     t->await = -1;
     if (data == DATA_FOREIGN || si->arch != NATIVE_ARCH) {
-        if (!t->proc->compat && !compat_task(t)) refuse(t, si);
+        if (!foreign_image(t->proc)) refuse(t, si);
         ptrace(PTRACE_CONT, t->tid, 0, 0);
         return;
     }
@@ -570,7 +575,7 @@ void calls_exec(struct task *t)
     p->seen = NULL;
     p->stream = pl_stream_id(p->tgid);
     p->seq = 0;
-    p->compat = 0;
+    p->image = IMAGE_UNKNOWN;
     t->await = -1;
     send_start(t);
 }

@@ -65,7 +65,8 @@ struct proc {
     int pidfd;
     struct seen *seen; /* repeated opens, counted instead of stopped for (lazily allocated) */
     uint64_t unsent;   /* repeats not yet sent as COUNTS */
-    int compat;        /* its image is a 32-bit program (reported blind once): its calls go through */
+    int image;         /* IMAGE_*: whether its program is of another word size (found at its first
+                        * call of another ABI, and reported blind then) */
 };
 
 /* an open's arguments, as read at its entry stop */
@@ -74,6 +75,8 @@ struct open_args {
     unsigned mode;
     uint64_t path;
 };
+
+enum { IMAGE_UNKNOWN, IMAGE_NATIVE, IMAGE_FOREIGN };
 
 /* one thread */
 struct task {
