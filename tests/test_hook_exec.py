@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tools import unavailable
+from tools import need_32_bit
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 ECHO = os.path.realpath(shutil.which("echo", path=PATH))
@@ -228,8 +228,7 @@ int main(void)
 
 @pytest.fixture
 def program_32(tmp_path):
-    if not os.path.exists("/usr/lib32/crt1.o"):
-        unavailable("no 32-bit C library to build against (Debian package: gcc-multilib)")
+    need_32_bit()
     (tmp_path / "p32.c").write_text(PROGRAM_32)
     subprocess.run(["gcc", "-m32", "-o", tmp_path / "p32", tmp_path / "p32.c"], check=True)
     return str(tmp_path / "p32")

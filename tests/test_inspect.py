@@ -11,7 +11,7 @@ import pytest
 from preload import elf
 from preload.elf import KINDS, classify, format_text, to_dict
 from agent import preload
-from tools import need, unavailable
+from tools import need, need_32_bit
 
 HELLO_C = '#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n'
 HELLO_GO = 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("hi") }\n'
@@ -326,8 +326,7 @@ def test_inspect_command_names_the_hook_or_the_tracer_each_program_gets(tmp_path
 
 
 def test_32_bit_program_is_foreign_and_nothing_attaches_to_it(tmp_path):
-    if not os.path.exists("/usr/lib32/crt1.o"):
-        unavailable("no 32-bit C library to build against (Debian package: gcc-multilib)")
+    need_32_bit()
     t = classify(_program(tmp_path, "p32", "-m32"))
     _check(t, "foreign", "none")
     assert (t.machine, t.agent) == ("i386", None)

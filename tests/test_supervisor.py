@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent import PRELOAD, events, of_type, preload, processes, starts
-from tools import unavailable
+from tools import need_32_bit
 
 
 def test_exit_code_of_application_is_returned(tmp_path):
@@ -156,8 +156,7 @@ def test_static_program_with_hook_only_is_reported_as_blind_spot(tmp_path):
 def test_32_bit_program_is_run_without_the_hook_and_reported_as_blind_spot(tmp_path):
     """Neither the hook nor the tracer fits it: it runs as it would without the agent (its loader
     has no hook to refuse on the program's stderr), and the supervisor says it is not observed."""
-    if not os.path.exists("/usr/lib32/crt1.o"):
-        unavailable("no 32-bit C library to build against (Debian package: gcc-multilib)")
+    need_32_bit()
     src = tmp_path / "p32.c"
     src.write_text('#include <stdio.h>\nint main(void){puts("32"); fputs("err\\n", stderr); return 5;}\n')
     exe = tmp_path / "p32"

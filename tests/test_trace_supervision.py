@@ -17,7 +17,7 @@ import pytest
 import preload
 from agent import PRELOAD, events, of_type, processes, starts
 from preload.events import Enricher
-from tools import unavailable
+from tools import need_32_bit
 
 TRACER = os.path.join(os.path.dirname(preload.__file__), "preload-trace")
 RUN_TIMEOUT = 60  # generous: only a hang gets anywhere near it
@@ -445,8 +445,7 @@ def test_int80_syscall_is_refused_with_enosys_under_tracer_and_recorded(tmp_path
 def test_32_bit_program_started_by_a_traced_one_runs_and_is_reported_blind(tmp_path, static):
     """Its calls are all of the other ABI: refusing them, as a 64-bit program's int 0x80 is, would
     kill it. They go through, unseen, and the image is reported blind once."""
-    if not os.path.exists("/usr/lib32/crt1.o"):
-        unavailable("no 32-bit C library to build against (Debian package: gcc-multilib)")
+    need_32_bit()
     src = tmp_path / "p32.c"
     src.write_text('#include <stdio.h>\nint main(void){for (int i = 0; i < 3; i++) printf("%d\\n", i); '
                    'return 4;}\n')

@@ -19,3 +19,9 @@ def need(program, package):
     if path is None:
         unavailable(f"`{program}` is not installed (Debian package: {package})")
     return path
+
+
+def need_32_bit():
+    """gcc -m32 can build a program (x86's 32-bit ABI), or unavailable()."""
+    if not os.path.exists("/usr/lib32/crt1.o"):
+        unavailable("no 32-bit C library to build against (Debian package: gcc-multilib)")
