@@ -115,6 +115,7 @@
 #define PRELOAD_API_MKNOD 101       /* strings: path */
 #define PRELOAD_API_MKNODAT 102     /* strings: path */
 #define PRELOAD_API_PIVOT_ROOT 103  /* strings: new root, where the old one goes */
+#define PRELOAD_API_RMDIR 104       /* strings: path */
 #define PRELOAD_API_DLOPEN 110      /* a library loaded; strings: the name as given, the file */
 /* anonymous memory made executable, or writable and executable (first few of a process) */
 #define PRELOAD_API_MMAP 111        /* args as mmap's */

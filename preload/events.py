@@ -36,7 +36,7 @@ _CALLS = {
     "init_module": ((None, "length"), ("uargs",)),
     "finit_module": (("fd", None, "flags"), ("fd.name", "uargs")),
     "io_uring_setup": (("entries",), ()),
-    "unlink": ((), ("path",)), "unlinkat": (("dirfd", None, "flags"), ("name",)),
+    "unlink": ((), ("path",)), "unlinkat": (("dirfd", None, "flags"), ("name",)), "rmdir": ((), ("path",)),
     "rename": ((), ("oldpath", "newpath")), "renameat": (("olddirfd", None, "newdirfd"), ("oldpath", "newpath")),
     "renameat2": (("olddirfd", None, "newdirfd", None, "flags"), ("oldpath", "newpath")),
     "chmod": ((None, "mode"), ("filename",)), "fchmod": (("fd", "mode"), ("fd.name",)),
@@ -64,7 +64,7 @@ _PRELOAD_CALLS = {"foreign_abi": "preload.foreign_syscall", "hook_removed": "pre
 _PATH_FIELDS = {"path": "fs.path.name", "name": "fs.path.name", "filename": "fs.path.name",
                 "pathname": "fs.path.name", "oldpath": "fs.path.source", "newpath": "fs.path.target",
                 "target": "fs.path.source", "linkpath": "fs.path.target"}
-_PATH_CALLS = {"unlink", "unlinkat", "rename", "renameat", "renameat2", "chmod", "fchmodat", "link",
+_PATH_CALLS = {"unlink", "unlinkat", "rmdir", "rename", "renameat", "renameat2", "chmod", "fchmodat", "link",
                "linkat", "symlink", "symlinkat", "chown", "lchown", "fchownat", "truncate", "mkdir",
                "mkdirat", "mknod", "mknodat"}
 _PROT = [(getattr(mmap, n), n) for n in ("PROT_READ", "PROT_WRITE", "PROT_EXEC")]

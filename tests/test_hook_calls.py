@@ -112,12 +112,15 @@ def test_a_path_the_kernel_could_not_read_is_not_read(everything):
         (0, [f"{work}/fifo"]), (-errno.ENOENT, [f"{work}/missing"]), (-errno.EFAULT, [""])]
 
 
-def test_remove_is_recorded_as_the_unlink_it_makes(everything):
-    """libc's remove() unlinks through no hook of ours: a file's removal is seen all the same; a
-    directory's shows as the unlink that failed with EISDIR (the rmdir that follows is not hooked)."""
+def test_remove_is_recorded_as_the_unlink_and_rmdir_it_makes(everything):
+    """libc's remove() unlinks, then for a directory removes it, through no hook of ours: both are
+    seen all the same."""
     _, c, work, _ = everything
     assert [(r["res"], r["strings"]) for r in calls(c, "unlink")][3:] == [
         (0, [f"{work}/fifo2"]), (-errno.EISDIR, [f"{work}/d"])]
+    removed = calls(c, "rmdir")
+    assert [(r["res"], r["strings"]) for r in removed[:1]] == [(-errno.ENOTEMPTY, [f"{work}/d"])]
+    assert [r["res"] for r in removed[1:]] == [0] and removed[1]["strings"][0].startswith(f"{work}/empty")
 
 
 # -- privileges -----------------------------------------------------------------------------
@@ -285,6 +288,7 @@ def test_the_tracer_reports_the_new_calls_of_a_static_program_as_the_hook_does(c
     assert seen("truncate", evt__arg__length=10) == [("SUCCESS", f"{w}/f"), ("ENOENT", f"{w}/missing")]
     assert seen("mkdir", evt__arg__mode=0o755) == [("SUCCESS", f"{w}/d"), ("EEXIST", f"{w}/d")]
     assert seen("mkdirat") == [("SUCCESS", f"{w}/d/sub")]
+    assert [res for res, _ in seen("rmdir")] == ["ENOTEMPTY", "SUCCESS"]
     # glibc's mknod is the mknodat call for the kernel
     assert seen("mknod") + seen("mknodat") == [("SUCCESS", f"{w}/fifo"), ("SUCCESS", f"{w}/fifo2")]
     assert [e["evt.arg.path"] for e in traced if e["evt.type"] == "chroot"] == [f"{w}/d/nowhere"]

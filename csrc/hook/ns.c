@@ -112,6 +112,9 @@ static void record_syscall(long nr, long r, const long *a)
         break;
     case SYS_umount2: pl_call(PRELOAD_API_UMOUNT2, r, args, "p", AT_FDCWD, s0); break;
     case SYS_chroot: pl_call(PRELOAD_API_CHROOT, r, args, "p", AT_FDCWD, s0); break;
+#ifdef SYS_rmdir
+    case SYS_rmdir: pl_call(PRELOAD_API_RMDIR, r, args, "p", AT_FDCWD, s0); break;
+#endif
     case SYS_setuid: pl_call(PRELOAD_API_SETUID, r, args, ""); break;
     case SYS_setgid: pl_call(PRELOAD_API_SETGID, r, args, ""); break;
     case SYS_setreuid: pl_call(PRELOAD_API_SETREUID, r, args, ""); break;

@@ -68,6 +68,7 @@ const struct call pl_calls[] = {
     C(io_uring_setup, IO_URING_SETUP, K_CALL, -1),
 #ifdef __NR_unlink
     C(unlink, UNLINK, K_CALL, -1),
+    C(rmdir, RMDIR, K_CALL, -1),
     C(rename, RENAME, K_CALL, -1),
     C(chmod, CHMOD, K_CALL, -1),
     C(link, LINK, K_CALL, -1),
@@ -410,7 +411,8 @@ static void send_call(struct task *t, unsigned api, int res)
     struct pl_rec r;
     rec_begin(&r, PRELOAD_REC_CALL, &body, sizeof body);
     switch (api) {
-    case PRELOAD_API_UNLINK: case PRELOAD_API_CHMOD: case PRELOAD_API_CHOWN: case PRELOAD_API_LCHOWN:
+    case PRELOAD_API_UNLINK: case PRELOAD_API_RMDIR: case PRELOAD_API_CHMOD: case PRELOAD_API_CHOWN:
+    case PRELOAD_API_LCHOWN:
     case PRELOAD_API_TRUNCATE: case PRELOAD_API_MKDIR: case PRELOAD_API_MKNOD: case PRELOAD_API_CHROOT:
         put_path(&r, pid, AT_FDCWD, a[0]);
         break;
