@@ -152,14 +152,17 @@ def test_capset_records_the_sets_it_made(everything):
 def test_memfd_create_is_recorded_with_its_name(everything):
     _, c, _, _ = everything
     assert [(r["res"] >= 0 or r["res"], r["strings"]) for r in calls(c, "memfd_create")] == [
-        (True, ["payload"]), (-errno.EINVAL, [""]), (True, ["raw"])]
+        (True, ["payload"]), (-errno.EINVAL, [""]), (True, ["code"]), (True, ["raw"])]
 
 
 def test_executable_anonymous_memory_is_recorded_and_file_code_is_not(everything):
     _, c, _, _ = everything
     PROT_RW, PROT_RX, PROT_RWX = 3, 5, 7
-    (mapped,) = calls(c, "mmap")
+    mapped, from_memfd = calls(c, "mmap")
     assert (mapped["res"], mapped["args"][1:5]) == (0, (4096, PROT_RWX, 0x22, -1))
+    (code,) = [r for r in calls(c, "memfd_create") if r["strings"] == ["code"]]
+    # a memfd's code, even mapped read-only: fileless execution
+    assert (from_memfd["res"], from_memfd["args"][1:5]) == (0, (4096, PROT_RX, 0x02, code["res"]))
     (protected,) = calls(c, "mprotect")  # not the one of /bin/sh's own pages
     assert (protected["res"], protected["args"][1:3]) == (0, (4096, PROT_RX))
     events = Enricher().events(mapped)

@@ -51,17 +51,16 @@ int pl_fdname(int fd, char *out, size_t cap)
 
 int pl_fdpath(int fd, char *out, size_t cap)
 {
-    /* a short one is read aside first: pipes, sockets, namespaces and anonymous files have no path,
-     * and what out held must then stay as it was */
+    /* read aside first (128 bytes more of stack): pipes, sockets, namespaces and anonymous files
+     * have no path, and what out held must then stay as it was. A path longer than cap is cut. */
     char head[128];
-    if (pl_fdname(fd, head, sizeof head) != 0 || head[0] != '/') return -1;
+    if (cap < 2 || pl_fdname(fd, head, sizeof head) != 0 || head[0] != '/') return -1;
     size_t n = strlen(head);
-    if (n < sizeof head - 1) {
-        if (n >= cap) return -1;
-        memcpy(out, head, n + 1);
-        return 0;
-    }
-    return pl_fdname(fd, out, cap) == 0 && out[0] == '/' ? 0 : -1; /* a longer one, in place */
+    if (n == sizeof head - 1) return pl_fdname(fd, out, cap) == 0 && out[0] == '/' ? 0 : -1; /* longer */
+    if (n >= cap) n = cap - 1;
+    memcpy(out, head, n);
+    out[n] = 0;
+    return 0;
 }
 
 int pl_mapping_at(uintptr_t addr, char *out, size_t cap)
