@@ -3,7 +3,6 @@
 #ifndef PRELOAD_COMMON_H
 #define PRELOAD_COMMON_H
 
-#include <elf.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +23,9 @@ void pl_rec_begin(struct pl_rec *r, char *buf, size_t cap, unsigned kind, unsign
 void pl_rec_str(struct pl_rec *r, const char *s);
 /* Counts the NUL-terminated string already written at the end of the record. */
 void pl_rec_adopt(struct pl_rec *r);
+/* Appends the NUL-separated strings read from fd (a /proc/PID/cmdline) until its end or the
+ * record's, the last one cut and ended if need be; returns how many. */
+int pl_rec_read_strings(struct pl_rec *r, int fd);
 /* A COUNTS record whose n entries the caller has written after the body, in buf. */
 void pl_rec_counts(struct pl_rec *r, char *buf, size_t cap, unsigned source, uint32_t n);
 /* Fills in size, string count and the truncation flag; the sender stamps the rest. */
@@ -37,24 +39,6 @@ struct pl_ends {
 };
 void pl_net_fill(struct preload_net *n, struct pl_ends *e, int sock, const void *given,
                  unsigned glen, int local_is_given);
-
-#if defined(__x86_64__)
-#define PL_OWN_MACHINE EM_X86_64
-#elif defined(__aarch64__)
-#define PL_OWN_MACHINE EM_AARCH64
-#endif
-
-/* Whether an ELF file's first EI_NIDENT + 4 bytes say it is for what this build runs on: 64-bit,
- * little-endian, this machine (the hook and the tracer fit no other program). */
-static inline int pl_own_kind_of_elf(const unsigned char *head)
-{
-    if (head[EI_CLASS] != ELFCLASS64 || head[EI_DATA] != ELFDATA2LSB) return 0;
-#ifdef PL_OWN_MACHINE
-    return (head[18] | head[19] << 8) == PL_OWN_MACHINE; /* e_machine, where every class keeps it */
-#else
-    return 1;
-#endif
-}
 
 /* Lexical normalisation of an absolute path in place: //, /./ and /x/../ collapse. */
 void pl_normalize(char *p);

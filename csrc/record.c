@@ -3,6 +3,8 @@
 #include "common.h"
 
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 void pl_rec_begin(struct pl_rec *r, char *buf, size_t cap, unsigned kind, unsigned source,
                   const void *body, size_t body_len)
@@ -40,6 +42,21 @@ void pl_rec_adopt(struct pl_rec *r)
 {
     r->len += strlen(r->buf + r->len) + 1;
     r->nstr++;
+}
+
+int pl_rec_read_strings(struct pl_rec *r, int fd)
+{
+    size_t got = 0, room = r->cap - r->len - 1;
+    for (long n; got < room && (n = syscall(SYS_read, fd, r->buf + r->len + got, room - got)) > 0;)
+        got += (size_t)n;
+    if (!got) return 0;
+    if (got == room) r->truncated = 1;
+    if (r->buf[r->len + got - 1]) r->buf[r->len + got++] = 0; /* cut: end the last string */
+    int n = 0;
+    for (size_t i = 0; i < got; i++) n += !r->buf[r->len + i];
+    r->len += got;
+    r->nstr += n;
+    return n;
 }
 
 void pl_rec_counts(struct pl_rec *r, char *buf, size_t cap, unsigned source, uint32_t n)

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import stat
+import sysconfig
 from dataclasses import dataclass
 
 from elftools.elf.constants import P_FLAGS
@@ -35,6 +36,9 @@ _GO_MAGIC = b"\xff Go buildinf:"
 # Go's debug/buildinfo looks for the magic in the first 64 KiB of the first data segment.
 _GO_SEARCH = 64 * 1024
 _MACHINES = {"EM_X86_64": "x86_64", "EM_386": "i386", "EM_AARCH64": "aarch64", "EM_ARM": "arm"}
+# The machine the agent's native parts are built for, as the interpreter was (not the running
+# kernel's personality, which `setarch` can change): no other machine's programs can be entered.
+_OWN_MACHINE = (sysconfig.get_config_var("MULTIARCH") or os.uname().machine).split("-")[0]
 # What preload puts into or around a program: the hook built against its libc, or the tracer.
 HOOK_GLIBC, HOOK_MUSL, TRACER = "libpreload.so", "libpreload-musl.so", "preload-trace"
 
@@ -150,10 +154,11 @@ def _inspect_elf(f, realpath: str) -> Target:
         return Target(realpath, realpath, kind, attach, reason, interpreter, libc, machine,
                       agent=agent)
 
-    if (elf.elfclass, elf.little_endian, machine) != (64, True, os.uname().machine):
-        return Target(realpath, realpath, "foreign", "none",
-                      f"{elf.elfclass}-bit {machine} ELF: neither the hook nor the tracer, built for "
-                      f"64-bit {os.uname().machine}, fits it", interpreter, libc, machine)
+    if (elf.elfclass, elf.little_endian, machine) != (64, True, _OWN_MACHINE):
+        return Target(realpath, realpath, "foreign", "ptrace",
+                      f"{elf.elfclass}-bit {machine} ELF: its calls cannot be read (the agent is built for "
+                      f"64-bit {_OWN_MACHINE}); the tracer lets them through and follows what it starts",
+                      interpreter, libc, machine, agent=TRACER)
     if _is_go(elf, f, segments):
         linked = f"dynamic, interpreter {interpreter}" if interpreter else "static"
         return target("go", "ptrace", f"Go program ({linked}): makes raw syscalls, bypassing libc")

@@ -75,7 +75,7 @@ _PTRACE_REQUESTS = {0: "PTRACE_TRACEME", 16: "PTRACE_ATTACH", 17: "PTRACE_DETACH
 _AF = {socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6", socket.AF_UNIX: "AF_UNIX",
        getattr(socket, "AF_PACKET", 17): "AF_PACKET", getattr(socket, "AF_NETLINK", 16): "AF_NETLINK"}
 _BLIND_BINARY = {"no_variant": "dynamic, another libc", "secure": "set-id or file capabilities",
-                 "foreign": "another machine or word size"}
+                 "foreign": "foreign"}
 _BLIND_WHY = {"no_tracer": "the tracer could not be reached",
               "refused": "the tracer could not attach to it",
               "filter": "the seccomp filter could not be installed",

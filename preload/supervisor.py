@@ -96,10 +96,11 @@ def elf_kind(exe):
 
 
 def tracer_needed(kind):
-    """True for a kind of program the hook cannot enter (static, Go)."""
+    """True for a kind of program the hook cannot enter (static, Go, and 32-bit: the tracer lets
+    its calls through unseen and follows the programs it starts)."""
     from preload._native import lib
 
-    return kind in (lib.PRELOAD_ELF_STATIC, lib.PRELOAD_ELF_GO)
+    return kind in (lib.PRELOAD_ELF_STATIC, lib.PRELOAD_ELF_GO, lib.PRELOAD_ELF_FOREIGN)
 
 
 def needs_tracer(exe):
@@ -347,8 +348,8 @@ class Supervisor:
         note = threading.Thread(target=self._note_blind_spot, args=(exe,), daemon=True)
         if not tracing:
             note.start()
-        if not traced and hook is None and self.attach != "none":
-            self._note_no_build(exe, kind)
+        if not traced and hook is None and self.attach != "none" and kind == lib.PRELOAD_ELF_MUSL:
+            self._note_no_build(exe)
         status = self._wait_for(proc.pid)
         self.child = None
         if not tracing:
@@ -379,15 +380,9 @@ class Supervisor:
                 self.tracer.returncode = _exit_code(status)
                 self._tracer_exited(status)
 
-    def _note_no_build(self, exe, kind):
-        from preload._native import lib
-
-        if kind == lib.PRELOAD_ELF_FOREIGN:
-            self._blind(exe, "foreign", "built for another machine or word size than the agent "
-                        f"({os.uname().machine}, 64-bit); its activity is not observed")
-        else:
-            self._blind(exe, "dynamic-musl", "linked against musl, and the hook's musl build "
-                        "(libpreload-musl.so) is not installed; its activity is not observed")
+    def _note_no_build(self, exe):
+        self._blind(exe, "dynamic-musl", "linked against musl, and the hook's musl build "
+                    "(libpreload-musl.so) is not installed; its activity is not observed")
 
     def _note_blind_spot(self, exe):
         if self.attach == "none":

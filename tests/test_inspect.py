@@ -325,15 +325,16 @@ def test_inspect_command_names_the_hook_or_the_tracer_each_program_gets(tmp_path
     assert [line.split()[3] for line in lines] == list(programs)
 
 
-def test_32_bit_program_is_foreign_and_nothing_attaches_to_it(tmp_path):
+def test_32_bit_program_is_foreign_and_goes_to_the_tracer_which_follows_what_it_starts(tmp_path):
     need_32_bit()
     t = classify(_program(tmp_path, "p32", "-m32"))
-    _check(t, "foreign", "none")
-    assert (t.machine, t.agent) == ("i386", None)
+    _check(t, "foreign", "ptrace")  # the tracer cannot read its calls, but follows what it starts
+    assert (t.machine, t.agent) == ("i386", "preload-trace")
     from preload._native import lib
-    from preload.supervisor import elf_kind, hook_for
+    from preload.supervisor import elf_kind, hook_for, needs_tracer
 
     assert elf_kind(t.path) == lib.PRELOAD_ELF_FOREIGN and hook_for(elf_kind(t.path)) is None
+    assert needs_tracer(t.path)
 
 
 def test_exec_time_decision_agrees_with_inspect(tmp_path, go_programs):

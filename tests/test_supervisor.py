@@ -153,21 +153,42 @@ def test_static_program_with_hook_only_is_reported_as_blind_spot(tmp_path):
     assert blind[0]["preload.binary"] == "static"
 
 
-def test_32_bit_program_is_run_without_the_hook_and_reported_as_blind_spot(tmp_path):
-    """Neither the hook nor the tracer fits it: it runs as it would without the agent (its loader
-    has no hook to refuse on the program's stderr), and the supervisor says it is not observed."""
+@pytest.mark.parametrize("attach", ["auto", "preload"])
+def test_32_bit_program_runs_as_without_the_agent_and_is_reported_as_blind_spot(tmp_path, attach):
+    """The hook cannot enter it, nor can the tracer read its calls: it runs as it would without the
+    agent (its loader has no hook to refuse on the program's stderr), under the tracer when there is
+    one (which follows what it starts), and it is reported as not observed."""
     need_32_bit()
     src = tmp_path / "p32.c"
     src.write_text('#include <stdio.h>\nint main(void){puts("32"); fputs("err\\n", stderr); return 5;}\n')
     exe = tmp_path / "p32"
     subprocess.run(["gcc", "-m32", "-o", exe, src], check=True)
-    r = preload("run", "--", str(exe), state_dir=tmp_path / "state")
+    r = preload("run", "--attach", attach, "--", str(exe), state_dir=tmp_path / "state")
     assert (r.returncode, r.stdout) == (5, b"32\n")
     ours = [line for line in r.stderr.splitlines() if line.startswith(b"preload: ")]
     assert [line for line in r.stderr.splitlines() if line not in ours] == [b"err"]
-    assert len(ours) == 1 and b"not observed" in ours[0]
+    assert len(ours) == (attach == "preload")  # the supervisor warns when no tracer is in use
     blind = of_type(events(tmp_path / "state"), "preload.blindspot")
     assert [(b["evt.arg.filename"], b["preload.binary"]) for b in blind] == [(str(exe), "foreign")]
+
+
+def test_what_a_32_bit_program_started_by_a_hooked_shell_starts_is_still_watched(tmp_path):
+    """The shell's hook hands the 32-bit program to the tracer: its own calls go unseen, but the
+    64-bit cat it execs is traced."""
+    need_32_bit()
+    src = tmp_path / "p32.c"
+    src.write_text('#include <unistd.h>\nint main(void){execl("/bin/cat", "cat", "/etc/hostname", (char *)0);'
+                   ' return 127;}\n')
+    exe = tmp_path / "p32"
+    subprocess.run(["gcc", "-m32", "-o", exe, src], check=True)
+    argv = ["sh", "-c", f"{exe}; echo rc=$?"]
+    r = preload("run", "--", *argv, state_dir=tmp_path / "state")
+    bare = subprocess.run(argv, capture_output=True)
+    assert (r.returncode, r.stdout, r.stderr) == (bare.returncode, bare.stdout, bare.stderr)
+    evts = events(tmp_path / "state")
+    assert [b["evt.arg.filename"] for b in of_type(evts, "preload.blindspot")] == [str(exe)]
+    (cat,) = [e for e in starts(evts).values() if e["proc.exepath"] == os.path.realpath("/bin/cat")]
+    assert (cat["evt.source"], cat["proc.cmdline"]) == ("ptrace", "cat /etc/hostname")
 
 
 def test_static_child_of_hooked_shell_with_hook_only_is_reported_as_blind_spot(tmp_path):

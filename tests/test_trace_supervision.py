@@ -458,7 +458,7 @@ def test_32_bit_program_started_by_a_traced_one_runs_and_is_reported_blind(tmp_p
     assert bare[0] == 4
     evts = events(state)
     assert [(b["evt.arg.filename"], b["preload.binary"]) for b in of_type(evts, "preload.blindspot")] == [
-        (p32, "another machine or word size")]
+        (p32, "foreign")]
     assert of_type(evts, "preload.foreign_syscall") == []
 
 

@@ -1,6 +1,9 @@
 """Programs the tests need from the system."""
+import functools
 import os
 import shutil
+import subprocess
+import tempfile
 
 import pytest
 
@@ -21,7 +24,22 @@ def need(program, package):
     return path
 
 
+@functools.cache
+def _runs_32_bit():
+    """'' when gcc -m32 builds a program that this kernel runs, else why not."""
+    with tempfile.TemporaryDirectory() as d:
+        src, exe = os.path.join(d, "t.c"), os.path.join(d, "t")
+        with open(src, "w") as f:
+            f.write("int main(void) { return 0; }\n")
+        if subprocess.run(["gcc", "-m32", "-o", exe, src], capture_output=True).returncode:
+            return "gcc -m32 cannot build a program (Debian package: gcc-multilib, on amd64)"
+        try:
+            return "" if subprocess.run([exe]).returncode == 0 else "a 32-bit program fails here"
+        except OSError as e:
+            return f"this kernel runs no 32-bit program ({e.strerror})"
+
+
 def need_32_bit():
-    """gcc -m32 can build a program (x86's 32-bit ABI), or unavailable()."""
-    if not os.path.exists("/usr/lib32/crt1.o"):
-        unavailable("no 32-bit C library to build against (Debian package: gcc-multilib)")
+    """gcc -m32 builds programs (x86's 32-bit ABI) that this kernel runs, or unavailable()."""
+    if _runs_32_bit():
+        unavailable(_runs_32_bit())

@@ -302,17 +302,8 @@ static int cmdline(struct pl_rec *r)
 {
     int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
     if (fd < 0) return 0;
-    size_t got = 0, room = r->cap - r->len - 1;
-    for (ssize_t n; got < room && (n = syscall(SYS_read, fd, r->buf + r->len + got, room - got)) > 0;)
-        got += (size_t)n;
+    int n = pl_rec_read_strings(r, fd);
     sys_close(fd);
-    if (!got) return 0;
-    if (got == room) r->truncated = 1;
-    if (r->buf[r->len + got - 1]) r->buf[r->len + got++] = 0; /* cut: end the last string */
-    int n = 0;
-    for (size_t i = 0; i < got; i++) n += !r->buf[r->len + i];
-    r->len += got;
-    r->nstr += n;
     return n;
 }
 

@@ -265,7 +265,7 @@ static int start(const struct start *s, int dirfd, const char *what)
     int traced = pl_route_traced(kind);
     struct fix f = {0};
     if (pl_enabled) check_env(s->envp, kind, &f);
-    unsigned blind = kind == PRELOAD_ELF_FOREIGN ? PRELOAD_BLIND_FOREIGN
+    unsigned blind = kind == PRELOAD_ELF_FOREIGN ? (traced ? 0 : PRELOAD_BLIND_FOREIGN) /* else the tracer's */
                      : (kind & PRELOAD_ELF_SECURE) &&
                              !(kind == (PRELOAD_ELF_DYNAMIC | PRELOAD_ELF_SECURE) && pl_in_ld_so_preload())
                          ? PRELOAD_BLIND_SECURE

@@ -107,7 +107,9 @@ int pl_route_kind(int dirfd, const char *path)
 
 int pl_route_traced(int kind)
 {
-    return launcher[0] && (kind == PRELOAD_ELF_STATIC || kind == PRELOAD_ELF_GO);
+    /* a 32-bit program's own calls cannot be read, but the tracer lets them through and follows
+     * the programs it starts */
+    return launcher[0] && (kind == PRELOAD_ELF_STATIC || kind == PRELOAD_ELF_GO || kind == PRELOAD_ELF_FOREIGN);
 }
 
 /* Whether /etc/ld.so.preload loads the glibc build into every glibc program, set-id ones too. */

@@ -3,6 +3,7 @@
  * seccomp filter built from it, and what each stop turns into on the wire. */
 #include "trace.h"
 
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
@@ -459,33 +460,6 @@ static void refuse(struct task *t, const struct __ptrace_syscall_info *si)
 #endif
 }
 
-/* Whether the process runs a 32-bit program (or one for another machine): every call it makes is
- * of the other ABI. Such a program cannot be watched here, but it must run: its calls go through,
- * and its image is reported blind, once. The program file decides, not the task's state: a 64-bit
- * program can switch itself to 32-bit mode to make calls the filter does not know. */
-static int foreign_image(struct proc *p)
-{
-    if (p->image == IMAGE_UNKNOWN) {
-        char exe[32];
-        unsigned char head[EI_NIDENT + 4];
-        snprintf(exe, sizeof exe, "/proc/%d/exe", (int)p->tgid);
-        int fd = open(exe, O_RDONLY | O_CLOEXEC);
-        int own = fd < 0 || pread(fd, head, sizeof head, 0) != (ssize_t)sizeof head ||
-                  memcmp(head, ELFMAG, SELFMAG) != 0 || pl_own_kind_of_elf(head);
-        if (fd >= 0) close(fd);
-        p->image = own ? IMAGE_NATIVE : IMAGE_FOREIGN;
-        if (p->image == IMAGE_FOREIGN) {
-            struct preload_blind b = {PRELOAD_BLIND_FOREIGN, 0};
-            struct pl_rec r;
-            rec_begin(&r, PRELOAD_REC_BLIND, &b, sizeof b);
-            if (pl_tracee_link(p->tgid, "exe", r.buf + r.len, PATH_MAX) != 0) r.buf[r.len] = 0;
-            pl_rec_adopt(&r);
-            out_send(p, &r);
-        }
-    }
-    return p->image == IMAGE_FOREIGN;
-}
-
 /* ---- stops ---- */
 
 void calls_entry(struct task *t, const void *info)
@@ -494,7 +468,9 @@ void calls_entry(struct task *t, const void *info)
     unsigned data = si->seccomp.ret_data, i = data - 1;
     t->await = -1;
     if (data == DATA_FOREIGN || si->arch != NATIVE_ARCH) {
-        if (!foreign_image(t->proc)) refuse(t, si);
+        /* a 32-bit program's: they go through, unseen (it was reported blind at its exec); a
+         * 64-bit program's, or one of a process whose image is not known: refused */
+        if (t->proc->image != IMAGE_FOREIGN) refuse(t, si);
         ptrace(PTRACE_CONT, t->tid, 0, 0);
         return;
     }
@@ -559,11 +535,42 @@ static void send_start(struct task *t)
         pl_rec_str(&r, t->argv + at);
         at += strlen(t->argv + at) + 1;
     }
+    if (!t->argv) { /* its exec went by unread (a 32-bit program's): the new image's own */
+        char path[32];
+        snprintf(path, sizeof path, "/proc/%d/cmdline", (int)p->tgid);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            argc = (uint32_t)pl_rec_read_strings(&r, fd);
+            close(fd);
+        }
+    }
     ((struct preload_start *)(r.buf + sizeof(struct preload_hdr)))->argc = argc;
     free(t->argv);
     t->argv = NULL;
     t->argv_len = t->argc = 0;
     out_send(p, &r);
+}
+
+/* Whether the task's new image, stopped at its exec before it runs an instruction, is a 32-bit
+ * program (or one for another machine): the kernel gives such a task's registers as the 32-bit set.
+ * Every call it makes is of the other ABI. It cannot be watched here, but it must run: its calls
+ * will go through, and it is reported blind. Decided now, not at its first such call: by then a
+ * 64-bit program could have switched itself to 32-bit mode to pass for one. */
+static int foreign_image(struct task *t)
+{
+    struct user_regs_struct regs;
+    struct iovec io = {&regs, sizeof regs};
+    return ptrace(PTRACE_GETREGSET, t->tid, NT_PRSTATUS, &io) == 0 && io.iov_len < sizeof regs;
+}
+
+static void send_foreign(struct task *t)
+{
+    struct preload_blind b = {PRELOAD_BLIND_FOREIGN, 0};
+    struct pl_rec r;
+    rec_begin(&r, PRELOAD_REC_BLIND, &b, sizeof b);
+    if (pl_tracee_link(t->proc->tgid, "exe", r.buf + r.len, PATH_MAX) != 0) r.buf[r.len] = 0;
+    pl_rec_adopt(&r);
+    out_send(t->proc, &r);
 }
 
 /* The process has a new image: the old one's counts are due, the new one starts a stream (the
@@ -577,9 +584,10 @@ void calls_exec(struct task *t)
     p->seen = NULL;
     p->stream = pl_stream_id(p->tgid);
     p->seq = 0;
-    p->image = IMAGE_UNKNOWN;
+    p->image = foreign_image(t) ? IMAGE_FOREIGN : IMAGE_NATIVE;
     t->await = -1;
     send_start(t);
+    if (p->image == IMAGE_FOREIGN) send_foreign(t);
 }
 
 uint64_t pl_stream_id(pid_t pid)

@@ -114,6 +114,7 @@ static struct task *adopt(pid_t tid)
         if (!p) return NULL;
         p->uid = hints[i].from.uid, p->euid = hints[i].from.euid;
         p->gid = hints[i].from.gid, p->egid = hints[i].from.egid;
+        p->image = hints[i].from.image;
         return task_new(tid, p);
     }
     struct proc st = {0};
@@ -122,7 +123,13 @@ static struct task *adopt(pid_t tid)
     struct task *leader = tgid != tid ? find(tgid) : NULL;
     struct proc *p = leader ? leader->proc : proc_new(tgid, st.ppid);
     if (!p) return NULL;
-    if (!leader) p->uid = st.uid, p->euid = st.euid, p->gid = st.gid, p->egid = st.egid;
+    if (!leader) {
+        p->uid = st.uid, p->euid = st.euid, p->gid = st.gid, p->egid = st.egid;
+        /* a fork whose first stop came before its parent's event: the parent (stopped at that event
+         * until we resume it) runs the same image */
+        struct task *parent = find(st.ppid);
+        if (parent) p->image = parent->proc->image;
+    }
     return task_new(tid, p);
 }
 

@@ -65,8 +65,8 @@ struct proc {
     int pidfd;
     struct seen *seen; /* repeated opens, counted instead of stopped for (lazily allocated) */
     uint64_t unsent;   /* repeats not yet sent as COUNTS */
-    int image;         /* IMAGE_*: whether its program is of another word size (found at its first
-                        * call of another ABI, and reported blind then) */
+    int image;         /* IMAGE_*: whether its program is of another word size (found at exec,
+                        * reported blind then, and inherited by its forks) */
 };
 
 /* an open's arguments, as read at its entry stop */
