@@ -3,6 +3,7 @@
 #ifndef PRELOAD_COMMON_H
 #define PRELOAD_COMMON_H
 
+#include <elf.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,24 @@ struct pl_ends {
 };
 void pl_net_fill(struct preload_net *n, struct pl_ends *e, int sock, const void *given,
                  unsigned glen, int local_is_given);
+
+#if defined(__x86_64__)
+#define PL_OWN_MACHINE EM_X86_64
+#elif defined(__aarch64__)
+#define PL_OWN_MACHINE EM_AARCH64
+#endif
+
+/* Whether an ELF file's first EI_NIDENT + 4 bytes say it is for what this build runs on: 64-bit,
+ * little-endian, this machine (the hook enters no other program, the tracer reads no other's calls). */
+static inline int pl_own_kind_of_elf(const unsigned char *head)
+{
+    if (head[EI_CLASS] != ELFCLASS64 || head[EI_DATA] != ELFDATA2LSB) return 0;
+#ifdef PL_OWN_MACHINE
+    return (head[18] | head[19] << 8) == PL_OWN_MACHINE; /* e_machine, where every class keeps it */
+#else
+    return 1;
+#endif
+}
 
 /* Lexical normalisation of an absolute path in place: //, /./ and /x/../ collapse. */
 void pl_normalize(char *p);

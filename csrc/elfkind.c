@@ -25,24 +25,6 @@
  * the file's start, then serves every later read (program headers past it are read one by one). */
 #define HEAD 256
 
-#if defined(__x86_64__)
-#define OWN_MACHINE EM_X86_64
-#elif defined(__aarch64__)
-#define OWN_MACHINE EM_AARCH64
-#endif
-
-/* Whether an ELF file's first EI_NIDENT + 4 bytes say it is for what this build runs on: 64-bit,
- * little-endian, this machine. */
-static int own_kind_of_elf(const unsigned char *head)
-{
-    if (head[EI_CLASS] != ELFCLASS64 || head[EI_DATA] != ELFDATA2LSB) return 0;
-#ifdef OWN_MACHINE
-    return (head[18] | head[19] << 8) == OWN_MACHINE; /* e_machine, where every class keeps it */
-#else
-    return 1;
-#endif
-}
-
 /* raw system calls: inside the hook, no other hook (ours or another preload's) must run. Opening a
  * FIFO would wait for a writer and opening a device may act (take a controlling tty, arm a
  * watchdog): O_NONBLOCK and O_NOCTTY, and only a regular file is read. */
@@ -157,7 +139,7 @@ int pl_elf_kind(int dirfd, const char *path, char *interp, size_t cap, int find_
             interp[j - i] = 0;
             kind = PRELOAD_ELF_SCRIPT;
         }
-    } else if (got >= EI_NIDENT + 4 && memcmp(head, ELFMAG, SELFMAG) == 0 && !own_kind_of_elf(head)) {
+    } else if (got >= EI_NIDENT + 4 && memcmp(head, ELFMAG, SELFMAG) == 0 && !pl_own_kind_of_elf(head)) {
         kind = PRELOAD_ELF_FOREIGN;
     } else if (got >= sizeof(Elf64_Ehdr) && memcmp(head, ELFMAG, SELFMAG) == 0) {
         Elf64_Ehdr eh;

@@ -46,6 +46,7 @@ void pl_rec_adopt(struct pl_rec *r)
 
 int pl_rec_read_strings(struct pl_rec *r, int fd)
 {
+    if (r->len + 1 >= r->cap) return 0;
     size_t got = 0, room = r->cap - r->len - 1;
     for (long n; got < room && (n = syscall(SYS_read, fd, r->buf + r->len + got, room - got)) > 0;)
         got += (size_t)n;

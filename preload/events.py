@@ -81,8 +81,8 @@ _BLIND_WHY = {"no_tracer": "the tracer could not be reached",
               "filter": "the seccomp filter could not be installed",
               "no_variant": "no build of the hook for its libc",
               "secure": "set-id or file capabilities: the loader ignores LD_PRELOAD",
-              "foreign": "built for another machine or word size (a 32-bit program): neither the hook "
-                         "nor the tracer fits it"}
+              "foreign": "built for another machine or word size (a 32-bit program): its calls cannot be "
+                         "read (under the tracer they go through, and what it starts is traced)"}
 
 
 def res_name(res):

@@ -462,6 +462,25 @@ def test_32_bit_program_started_by_a_traced_one_runs_and_is_reported_blind(tmp_p
     assert of_type(evts, "preload.foreign_syscall") == []
 
 
+def test_64_bit_child_made_by_clone_under_a_32_bit_parent_still_has_its_i386_calls_refused(tmp_path, static):
+    """clone(CLONE_PARENT) gives the 32-bit program a child that runs 64-bit code, of which the tracer
+    saw no fork event: the child is judged by its own program, not its parent's."""
+    need_32_bit()
+    src = tmp_path / "run32.c"
+    src.write_text('#include <sys/wait.h>\n#include <unistd.h>\nint main(int c, char **v){pid_t p = fork();'
+                   ' if (!p) { execv(v[1], v + 1); _exit(127); } while (wait(0) > 0) {} return 0;}\n')
+    run32 = str(tmp_path / "run32")
+    subprocess.run(["gcc", "-m32", "-o", run32, src], check=True)
+    argv = [run32, static("trace_clone_int80.c")]
+    rc, out, _ = bare_run(argv)
+    assert (rc, out.startswith(b"int80=")) == (0, True) and out != b"int80=-38\n"
+    state = tmp_path / "state"
+    rc, out, err = agent_run(state, argv)
+    assert (rc, out, err) == (0, b"int80=-38\n", b"")
+    (foreign,) = of_type(events(state), "preload.foreign_syscall")
+    assert foreign["evt.arg.nr"] == 20
+
+
 # -- the tracer dies -------------------------------------------------------------------------------
 
 def test_killing_the_tracer_ends_traced_programs_and_supervisor_exits_137(tmp_path, static):

@@ -14,12 +14,14 @@ PL_EXPORT int unlink(const char *path)
     return r;
 }
 
-PL_EXPORT int rmdir(const char *path)
+static int recorded_rmdir(const char *path)
 {
     int r = REAL(rmdir)(path);
     pl_call(PRELOAD_API_RMDIR, r, NULL, "p", AT_FDCWD, path);
     return r;
 }
+
+PL_EXPORT int rmdir(const char *path) { return recorded_rmdir(path); }
 
 /* libc's remove() makes its own unlink (then rmdir, for a directory) that no hook sees: done here as
  * libc does it, so that both are recorded. */
@@ -28,7 +30,7 @@ PL_EXPORT int remove(const char *path)
     int r = REAL(unlink)(path);
     int failed = r != 0 && errno == EISDIR;
     pl_call(PRELOAD_API_UNLINK, r, NULL, "p", AT_FDCWD, path);
-    return failed ? rmdir(path) : r;
+    return failed ? recorded_rmdir(path) : r;
 }
 
 PL_EXPORT int unlinkat(int dirfd, const char *path, int flags)

@@ -3,7 +3,6 @@
  * seccomp filter built from it, and what each stop turns into on the wire. */
 #include "trace.h"
 
-#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
@@ -502,7 +501,14 @@ void calls_exit(struct task *t, const void *info)
     int res = (int)rv;
     const struct call *c = &pl_calls[i];
     switch (c->kind) {
-    case K_EXEC: if (res < 0) send_exec(t, c, PRELOAD_EXEC_FAILED, res); break;
+    case K_EXEC:
+        if (res < 0) {
+            send_exec(t, c, PRELOAD_EXEC_FAILED, res);
+            free(t->argv); /* no start follows: none may take this argv */
+            t->argv = NULL;
+            t->argv_len = t->argc = 0;
+        }
+        break;
     case K_OPEN: send_open(t, c, res); break;
     case K_NET: send_net(t, c, res); break;
     case K_CALL:
@@ -551,12 +557,28 @@ static void send_start(struct task *t)
     out_send(p, &r);
 }
 
-/* Whether the task's new image, stopped at its exec before it runs an instruction, is a 32-bit
- * program (or one for another machine): the kernel gives such a task's registers as the 32-bit set.
- * Every call it makes is of the other ABI. It cannot be watched here, but it must run: its calls
- * will go through, and it is reported blind. Decided now, not at its first such call: by then a
- * 64-bit program could have switched itself to 32-bit mode to pass for one. */
-static int foreign_image(struct task *t)
+/* Whether the program that a process runs is 32-bit (or for another machine): 1, 0, or -1 when
+ * its file cannot be read. Asked only before the process has run an instruction of its own (at its
+ * exec, or at a fork's first stop, when it runs its creator's program): a process could later change
+ * what its /proc/PID/exe names, or switch itself to 32-bit mode. Such a program's calls are all of
+ * the other ABI: it cannot be watched here, but it must run, so they go through and it is reported
+ * blind. */
+int pl_foreign_program(pid_t pid)
+{
+    char exe[32];
+    unsigned char head[EI_NIDENT + 4];
+    snprintf(exe, sizeof exe, "/proc/%d/exe", (int)pid);
+    int fd = open(exe, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = pread(fd, head, sizeof head, 0);
+    close(fd);
+    if (n != (ssize_t)sizeof head) return -1;
+    return memcmp(head, ELFMAG, SELFMAG) == 0 && !pl_own_kind_of_elf(head);
+}
+
+/* For a file the tracer may not read (execute-only): a task stopped at its exec, whose registers
+ * the kernel gives as the 32-bit set for a 32-bit program. */
+static int compat_registers(struct task *t)
 {
     struct user_regs_struct regs;
     struct iovec io = {&regs, sizeof regs};
@@ -584,7 +606,8 @@ void calls_exec(struct task *t)
     p->seen = NULL;
     p->stream = pl_stream_id(p->tgid);
     p->seq = 0;
-    p->image = foreign_image(t) ? IMAGE_FOREIGN : IMAGE_NATIVE;
+    int foreign = pl_foreign_program(p->tgid);
+    p->image = foreign > 0 || (foreign < 0 && compat_registers(t)) ? IMAGE_FOREIGN : IMAGE_NATIVE;
     t->await = -1;
     send_start(t);
     if (p->image == IMAGE_FOREIGN) send_foreign(t);

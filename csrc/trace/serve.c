@@ -125,10 +125,11 @@ static struct task *adopt(pid_t tid)
     if (!p) return NULL;
     if (!leader) {
         p->uid = st.uid, p->euid = st.euid, p->gid = st.gid, p->egid = st.egid;
-        /* a fork whose first stop came before its parent's event: the parent (stopped at that event
-         * until we resume it) runs the same image */
-        struct task *parent = find(st.ppid);
-        if (parent) p->image = parent->proc->image;
+        /* a fork whose first stop came before its creator's event (or one made by clone, which
+         * leaves no hint): not yet run, it runs its creator's program; unreadable, it stays unknown
+         * and its calls of another ABI are refused */
+        int foreign = pl_foreign_program(tgid);
+        p->image = foreign > 0 ? IMAGE_FOREIGN : foreign == 0 ? IMAGE_NATIVE : IMAGE_UNKNOWN;
     }
     return task_new(tid, p);
 }

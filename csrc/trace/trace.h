@@ -122,6 +122,7 @@ void out_end(struct proc *p); /* COUNTS still due, then END: the stream is close
 void calls_entry(struct task *t, const void *info);   /* at a seccomp stop; resumes the task */
 void calls_exit(struct task *t, const void *info);    /* at the exit stop of a watched call */
 void calls_exec(struct task *t);                      /* the task's process has a new image */
+int pl_foreign_program(pid_t pid);                    /* see calls.c */
 void calls_flush_counts(struct proc *p);
 uint64_t pl_stream_id(pid_t pid);
 
