@@ -264,6 +264,8 @@ def inspect(fmt, paths):
     dynamic-glibc                -> the libc hook (LD_PRELOAD), libpreload.so
     dynamic-musl                 -> the libc hook (LD_PRELOAD), libpreload-musl.so
     static, static-pie, go       -> needs the ptrace fallback, preload-trace
+    foreign (32-bit, other CPU)  -> preload-trace lets its calls through unseen and watches what
+                                    it starts
     script                       -> whatever its interpreter needs
     """
     from preload import elf
