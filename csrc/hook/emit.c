@@ -64,7 +64,59 @@ static long sys_close(int fd) { return syscall(SYS_close, fd); }
 
 pid_t pl_self(void) { return (pid_t)syscall(SYS_getpid); }
 
-int pl_in_vfork_child(void) { return pl_self() != pl_pid; }
+/* vfork's child shares our memory, this thread's TLS included, and runs until it execs or exits
+ * while we wait. The kernel is asked who we are only after this thread called vfork (our vfork below
+ * notes it), not at every hooked call: the parent, back, forgets the note at its next one. */
+static __thread int vforked __attribute__((tls_model("initial-exec")));
+
+int pl_in_vfork_child(void)
+{
+#if defined(__x86_64__) || defined(__aarch64__)
+    if (!PL_UNLIKELY(vforked)) return 0;
+#endif
+    if (pl_self() != pl_pid) return 1;
+    vforked = 0;
+    return 0;
+}
+
+/* Our vfork notes the call, then jumps to libc's with the caller's frame as it found it: a C
+ * function could not return twice through its own frame, once in the child and once in the parent. */
+__attribute__((visibility("hidden"), used)) void *pl_vfork_prepare(void)
+{
+    int err = errno;
+    void *real = REAL(vfork);
+    vforked = 1;
+    errno = err;
+    return real;
+}
+
+#if defined(__x86_64__) || defined(__aarch64__)
+PL_EXPORT pid_t vfork(void); /* defined below, in assembly */
+#endif
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".globl vfork\n"
+        ".type vfork, @function\n"
+        "vfork:\n"
+        "    subq $8, %rsp\n" /* the call below needs the stack 16-aligned */
+        "    call pl_vfork_prepare\n"
+        "    addq $8, %rsp\n"
+        "    jmp *%rax\n"
+        ".size vfork, .-vfork\n");
+#elif defined(__aarch64__)
+__asm__(".text\n"
+        ".globl vfork\n"
+        ".type vfork, %function\n"
+        ".p2align 2\n"
+        "vfork:\n"
+        "    stp x29, x30, [sp, #-16]!\n"
+        "    mov x29, sp\n"
+        "    bl pl_vfork_prepare\n"
+        "    mov x16, x0\n"
+        "    ldp x29, x30, [sp], #16\n"
+        "    br x16\n"
+        ".size vfork, .-vfork\n");
+#endif
 
 static uint64_t mix64(uint64_t x)
 {
@@ -254,10 +306,11 @@ static void rec_stamp(struct pl_rec *r, pid_t pid, pid_t ppid, uint64_t stream, 
 
 void pl_rec_send(struct pl_rec *r)
 {
-    pid_t self = pl_pid, pid;
+    pid_t self = pl_pid;
     /* a vfork child (between vfork and exec or _exit) shares our memory but not our fds: any record
      * of its own, whatever the kind, must leave our channel and counters alone */
-    if (PL_UNLIKELY((pid = pl_self()) != self)) {
+    if (PL_UNLIKELY(pl_in_vfork_child())) {
+        pid_t pid = pl_self();
         uint64_t stream = new_stream(pid);
         rec_stamp(r, pid, self, stream, 1); /* a one-record stream of its own */
         if (chan_send_private(r->buf, r->len) != 0) spool(pid, self, stream, 1, 1);

@@ -64,6 +64,7 @@ int pl_abspath(int dirfd, const char *path, char *out, size_t cap);
 
 /* The calling process, from the kernel (the cached pid is stale only in a vfork child). */
 pid_t pl_self(void);
+/* Whether this runs in a vfork child: a system call only after this thread called vfork. */
 int pl_in_vfork_child(void);
 
 /* Sends aggregated counts (before exec and at exit). */
