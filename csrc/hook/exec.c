@@ -250,7 +250,6 @@ __attribute__((noinline)) static int launch(const struct start *s, int traced, c
 }
 
 /* The channel's fd close-on-exec (on 1) or inherited again (on 0). */
-
 static void chan_cloexec(int fd, int on)
 {
     if (fd >= 0) syscall(SYS_fcntl, fd, F_SETFD, on ? FD_CLOEXEC : 0);

@@ -55,22 +55,23 @@ PL_EXPORT int dup(int oldfd)
     return r;
 }
 
+void pl_dup_done(unsigned api, int oldfd, int newfd, long r)
+{
+    if (r < 0 || oldfd == newfd) return; /* dup2 onto itself replaces nothing (dup3 refuses it) */
+    pl_fd_lost(newfd);
+    if ((unsigned long)r <= 2) pl_dup_record(api, oldfd, (int)r);
+}
+
 PL_EXPORT int dup2(int oldfd, int newfd)
 {
     int r = REAL(dup2)(oldfd, newfd);
-    if (r >= 0 && oldfd != newfd) {
-        pl_fd_lost(newfd);
-        if ((unsigned)r <= 2) pl_dup_record(PRELOAD_API_DUP2, oldfd, r);
-    }
+    pl_dup_done(PRELOAD_API_DUP2, oldfd, newfd, r);
     return r;
 }
 
 PL_EXPORT int dup3(int oldfd, int newfd, int flags)
 {
     int r = REAL(dup3)(oldfd, newfd, flags);
-    if (r >= 0) {
-        pl_fd_lost(newfd);
-        if ((unsigned)r <= 2) pl_dup_record(PRELOAD_API_DUP3, oldfd, r);
-    }
+    pl_dup_done(PRELOAD_API_DUP3, oldfd, newfd, r);
     return r;
 }

@@ -121,6 +121,9 @@ void pl_call(unsigned api, long res, const int64_t *args, const char *spec, ...)
 /* Calls that are also made through syscall(): capset (priv.c); dup onto fd 0, 1 or 2 (net.c). */
 void pl_capset_record(long res, const void *header, const void *data);
 void pl_dup_record(unsigned api, int oldfd, int newfd);
+/* After a dup2 or dup3 (api) that returned r, through libc or syscall() (fd.c): the channel forgets
+ * a replaced fd, and a socket put on fd 0, 1 or 2 is recorded. */
+void pl_dup_done(unsigned api, int oldfd, int newfd, long r);
 
 /* Aggregation. pl_repeat: 1 when this open (path, result, access mode) repeats one already
  * recorded, and was counted; else 0 with *hash set (0 when the open is always recorded).

@@ -126,19 +126,9 @@ static void record_syscall(long nr, long r, const long *a)
     case SYS_setfsgid: pl_call(PRELOAD_API_SETFSGID, r, args, ""); break;
     case SYS_capset: pl_capset_record(r, (const void *)a[0], (const void *)a[1]); break;
 #ifdef SYS_dup2
-    case SYS_dup2: /* as fd.c's dup2 and dup3 */
-        if (r >= 0 && a[0] != a[1]) {
-            pl_fd_lost((int)a[1]);
-            if ((unsigned long)r <= 2) pl_dup_record(PRELOAD_API_DUP2, (int)a[0], (int)r);
-        }
-        break;
+    case SYS_dup2: pl_dup_done(PRELOAD_API_DUP2, (int)a[0], (int)a[1], r); break;
 #endif
-    case SYS_dup3:
-        if (r >= 0) {
-            pl_fd_lost((int)a[1]);
-            if ((unsigned long)r <= 2) pl_dup_record(PRELOAD_API_DUP3, (int)a[0], (int)r);
-        }
-        break;
+    case SYS_dup3: pl_dup_done(PRELOAD_API_DUP3, (int)a[0], (int)a[1], r); break;
     }
 }
 
