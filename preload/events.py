@@ -293,7 +293,8 @@ class Enricher:
         if rec["source"] != "preload" or rec["handoff"]:  # the tracer has it
             return out
         target = self._classify(rec["path"]) if self._classify and rec["path"].startswith("/") else None
-        if target is not None and target.attach == "ptrace":
+        # a program for the tracer that runs without one; not a 32-bit one: the hook reports those
+        if target is not None and target.attach == "ptrace" and target.kind != "foreign":
             b = self._common(rec, proc, "preload.blindspot")
             b.update({"evt.arg.filename": rec["path"], "preload.binary": target.kind,
                       "preload.reason": f"{target.kind} program: libc hooks cannot see inside it "
@@ -426,7 +427,8 @@ class Enricher:
 def _maps_hook(pid):
     try:
         with open(f"/proc/{int(pid)}/maps", "rb") as f:
-            return b"/libpreload.so" in f.read()
+            maps = f.read()
+        return b"/libpreload.so" in maps or b"/libpreload-musl.so" in maps
     except OSError:
         return False
 
