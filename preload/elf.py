@@ -155,10 +155,9 @@ def _inspect_elf(f, realpath: str) -> Target:
                       agent=agent)
 
     if (elf.elfclass, elf.little_endian, machine) != (64, True, _OWN_MACHINE):
-        return Target(realpath, realpath, "foreign", "ptrace",
-                      f"{elf.elfclass}-bit {machine} ELF: its calls cannot be read (the agent is built for "
-                      f"64-bit {_OWN_MACHINE}); the tracer lets them through and follows what it starts",
-                      interpreter, libc, machine, agent=TRACER)
+        return target("foreign", "ptrace", f"{elf.elfclass}-bit {machine} ELF: its calls cannot be read "
+                      f"(the agent is built for 64-bit {_OWN_MACHINE}); the tracer lets them through and "
+                      "follows what it starts")
     if _is_go(elf, f, segments):
         linked = f"dynamic, interpreter {interpreter}" if interpreter else "static"
         return target("go", "ptrace", f"Go program ({linked}): makes raw syscalls, bypassing libc")

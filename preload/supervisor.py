@@ -64,12 +64,18 @@ def resolve_command(name, path=None):
     return found
 
 
+def _preload_list(text):
+    """The libraries a LD_PRELOAD value or /etc/ld.so.preload names (the loader splits at spaces and
+    colons)."""
+    return text.replace(":", " ").split()
+
+
 def hooked_env(base, sock, trace_sock=None, hook=HOOK):
     """The application's environment: the hook's build `hook` first in LD_PRELOAD (None: it starts
     traced, or there is no build for its libc), where to send records, and where the tracer listens
     (when there is one)."""
     env = dict(base)
-    preloads = [p for p in env.get("LD_PRELOAD", "").replace(":", " ").split() if p not in (HOOK, MUSL_HOOK)]
+    preloads = [p for p in _preload_list(env.get("LD_PRELOAD", "")) if p not in (HOOK, MUSL_HOOK)]
     if hook:
         preloads.insert(0, hook)
     if preloads:
@@ -147,7 +153,7 @@ def install_ld_so_preload(path=LD_SO_PRELOAD, hook=HOOK):
         with open(path, "a+") as f:  # in place: the file may be a mount point
             f.seek(0)
             text = f.read()
-            if hook in text.replace(":", " ").split():
+            if hook in _preload_list(text):
                 return False
             f.seek(0)
             f.truncate()
@@ -344,15 +350,17 @@ class Supervisor:
             raise CommandError(f"{self.argv[0]}: {e.strerror}", 126 if e.errno == 13 else 127) from None
         self._started(proc.pid)
         _give_terminal(proc.pid)
-        # beside the application, not before it: classifying costs tens of milliseconds
-        note = threading.Thread(target=self._note_blind_spot, args=(exe,), daemon=True)
-        if not tracing:
+        # a program that needs the tracer, with none in use: described beside the application, not
+        # before it (classifying it in full costs tens of milliseconds)
+        note = None
+        if not tracing and self.attach != "none" and tracer_needed(kind):
+            note = threading.Thread(target=self._note_blind_spot, args=(exe,), daemon=True)
             note.start()
         if not traced and hook is None and self.attach != "none" and kind == lib.PRELOAD_ELF_MUSL:
             self._note_no_build(exe)
         status = self._wait_for(proc.pid)
         self.child = None
-        if not tracing:
+        if note is not None:
             note.join()
         self._stop_tracer()
         state.unlink_daemon(link, sock)
@@ -385,13 +393,9 @@ class Supervisor:
                     "(libpreload-musl.so) is not installed; its activity is not observed")
 
     def _note_blind_spot(self, exe):
-        if self.attach == "none":
-            return
         from preload import elf
 
         target = elf.classify(exe)
-        if target.attach != "ptrace":
-            return
         self._blind(exe, target.kind, f"{target.kind} program: libc hooks cannot see inside it and the "
                     f"tracer is not in use (--attach {self.attach}); its activity is not observed")
 
