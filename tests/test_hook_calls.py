@@ -13,16 +13,10 @@ import pytest
 
 from agent import events, preload
 from preload.events import Enricher
+from tools import plain
 
 AT_FDCWD = -100
 KEEP = 2**32 - 1  # (uid_t)-1: unchanged
-
-
-def plain(argv, **kw):
-    """The program without the hook, for comparison."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PRELOAD_SOCKET")}
-    return subprocess.run(argv, env=env, capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
-                          **kw)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tools import need_32_bit
+from tools import build, need_32_bit
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 ECHO = os.path.realpath(shutil.which("echo", path=PATH))
@@ -229,9 +229,7 @@ int main(void)
 @pytest.fixture
 def program_32(tmp_path):
     need_32_bit()
-    (tmp_path / "p32.c").write_text(PROGRAM_32)
-    subprocess.run(["gcc", "-m32", "-o", tmp_path / "p32", tmp_path / "p32.c"], check=True)
-    return str(tmp_path / "p32")
+    return build(tmp_path, "p32", PROGRAM_32, "-m32")
 
 
 def test_32_bit_program_runs_as_without_the_hook_and_is_reported_blind(collector, program_32):

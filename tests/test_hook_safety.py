@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from preload import wire
+from tools import build, plain
 
 HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "csrc", "hook")
 # the hook's own files, those it shares with the tracer, and the tracer's
@@ -30,14 +31,6 @@ def hook_functions():
 def nm(lib, which):
     out = subprocess.run(["nm", "-D", which, lib], capture_output=True, text=True, check=True)
     return [line.split()[-1] for line in out.stdout.splitlines() if line.strip()]
-
-
-def plain(argv, **kw):
-    """The program without the hook, for comparison."""
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PRELOAD_SOCKET")}
-    if kw.get("input") is None:
-        kw["stdin"] = subprocess.DEVNULL
-    return subprocess.run(argv, env=env, capture_output=True, timeout=30, **kw)
 
 
 # ---- linking ----
@@ -439,12 +432,6 @@ int main(int argc, char **argv)
     return 0;
 }
 """
-
-
-def build(tmp_path, name, source):
-    (tmp_path / f"{name}.c").write_text(source)
-    subprocess.run(["gcc", "-std=gnu11", "-Wall", "-o", tmp_path / name, tmp_path / f"{name}.c"], check=True)
-    return str(tmp_path / name)
 
 
 @pytest.mark.parametrize("kind", ["pipe", "socket"])

@@ -12,7 +12,7 @@ from agent import events, of_type, preload as preload_cmd
 from conftest import FIXTURES, Collector
 from preload.elf import classify
 from test_hook_safety import hook_functions, nm
-from tools import need
+from tools import need, plain
 
 # exec a program through one entry point (spawners wait for it and print its status)
 EXEC_C = r"""
@@ -98,11 +98,6 @@ def printed(cp):
     return {k.decode(): int(v) for k, v in re.findall(rb"(\w+)=(-?\d+)", cp.stdout)}
 
 
-def without_hook(argv, **kw):
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PRELOAD_SOCKET")}
-    return subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=30, **kw)
-
-
 # ---- linking ----
 
 def test_musl_hook_exports_only_hook_functions(musl_hook):
@@ -142,12 +137,12 @@ def test_musl_program_failed_open_reports_errno(musl_collector, musl_cc, tmp_pat
     assert rec["res"] == -errno.ENOENT
 
 
-def test_musl_program_sees_the_same_errno_and_output_as_without_hook(musl_collector, musl_cc, tmp_path):
+def test_musl_program_sees_the_same_errno_and_output_as_plain(musl_collector, musl_cc, tmp_path):
     argv = [musl_cc("errno_probe.c"), "fail", str(tmp_path)]
     hooked, _ = musl_collector.run(argv)
     assert musl_collector.records_of("open", res=-errno.ENOENT)  # the hook was there
     assert b"open errno=2\n" in hooked.stdout
-    bare = without_hook(argv)
+    bare = plain(argv)
     assert (hooked.stdout, hooked.stderr, hooked.returncode) == (bare.stdout, bare.stderr, bare.returncode)
 
 
@@ -202,7 +197,7 @@ def test_preload_run_watches_musl_programs_in_a_tree_with_glibc_ones(musl_cc, tm
     cat = os.path.realpath("/bin/cat")
     script = f"{opener} open file.txt r; {execer} execve {cat} cat file.txt"
     r = preload_cmd("run", "--", "sh", "-c", script, state_dir=tmp_path / "state", cwd=tmp_path)
-    bare = without_hook(["sh", "-c", script], cwd=tmp_path)
+    bare = plain(["sh", "-c", script], cwd=tmp_path)
     assert (r.returncode, r.stdout, r.stderr) == (0, bare.stdout, b"")
     evts = events(tmp_path / "state")
     # the exec replaces the musl execer by cat in the same process: one start each

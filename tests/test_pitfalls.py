@@ -15,9 +15,9 @@ import tempfile
 import pytest
 
 from agent import events, of_type, preload, starts
-from test_hook_safety import outcome, plain
+from test_hook_safety import outcome
 from test_musl import musl_cc, musl_collector, musl_gcc, musl_hook  # noqa: F401 (fixtures)
-from tools import need, unavailable
+from tools import need, plain, unavailable
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 CAT = os.path.realpath(shutil.which("cat"))
@@ -44,12 +44,6 @@ def preloading(monkeypatch, collector, *libraries):
     monkeypatch.setattr(collector, "libpreload", " ".join(libraries))
 
 
-def bare(argv, **env):
-    """The program without the hook, with other libraries preloaded, for comparison."""
-    env = dict({k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PRELOAD_SOCKET")}, **env)
-    return subprocess.run(argv, env=env, capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
-
-
 # ---- another preloaded library (1, 2) ----
 
 JEMALLOC_SCRIPT = ("cat /etc/os-release; ls /usr/share/common-licenses; python3 -c '"
@@ -67,7 +61,7 @@ def test_jemalloc_preloaded_beside_the_hook_leaves_programs_unharmed_and_seen(co
     argv = ["sh", "-c", JEMALLOC_SCRIPT]
     preloading(monkeypatch, collector, *libs)
     hooked, _ = collector.run(argv)
-    expected = bare(argv, LD_PRELOAD=jemalloc)
+    expected = plain(argv, {"LD_PRELOAD": jemalloc})
     assert outcome(hooked) == outcome(expected)
     assert hooked.returncode == 0 and hooked.stdout.endswith(b"True\n")
     exes = {r["exe"] for r in collector.records_of("start")}
@@ -87,7 +81,7 @@ def test_hooked_calls_from_another_preloaded_librarys_constructor_are_unharmed(
     libs = [collector.libpreload, early][:: 1 if order == "runs-before-our-constructor" else -1]
     preloading(monkeypatch, collector, *libs)
     hooked, _ = collector.run([CAT, str(target)], env=dict(os.environ, EARLY_FILE=str(target)))
-    expected = bare([CAT, str(target)], LD_PRELOAD=early, EARLY_FILE=str(target))
+    expected = plain([CAT, str(target)], {"LD_PRELOAD": early, "EARLY_FILE": str(target)})
     assert outcome(hooked) == outcome(expected)
     assert expected.stderr == b"early open=3 fopen=1 system=3 errno=2\n"
     (me,) = collector.records_of("start", exe=CAT)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent import PRELOAD, events, of_type, preload, processes, starts
-from tools import need_32_bit
+from tools import build, need_32_bit
 
 
 def test_exit_code_of_application_is_returned(tmp_path):
@@ -141,10 +141,8 @@ def test_daemon_killed_mid_run_leaves_application_unharmed_and_every_record_acco
 
 
 def test_static_program_with_hook_only_is_reported_as_blind_spot(tmp_path):
-    src = tmp_path / "static.c"
-    src.write_text('#include <stdio.h>\nint main(void){puts("static"); return 5;}\n')
-    exe = tmp_path / "static"
-    subprocess.run(["gcc", "-static", "-o", exe, src], check=True)
+    exe = build(tmp_path, "static", '#include <stdio.h>\nint main(void){puts("static"); return 5;}\n',
+                "-static")
     r = preload("run", "--attach", "preload", "--", str(exe), state_dir=tmp_path / "state")
     assert (r.returncode, r.stdout) == (5, b"static\n")
     assert b"not observed" in r.stderr
@@ -159,10 +157,8 @@ def test_32_bit_program_runs_as_without_the_agent_and_is_reported_as_blind_spot(
     agent (its loader has no hook to refuse on the program's stderr), under the tracer when there is
     one (which follows what it starts), and it is reported as not observed."""
     need_32_bit()
-    src = tmp_path / "p32.c"
-    src.write_text('#include <stdio.h>\nint main(void){puts("32"); fputs("err\\n", stderr); return 5;}\n')
-    exe = tmp_path / "p32"
-    subprocess.run(["gcc", "-m32", "-o", exe, src], check=True)
+    exe = build(tmp_path, "p32", '#include <stdio.h>\nint main(void){puts("32"); fputs("err\\n", stderr); '
+                'return 5;}\n', "-m32")
     r = preload("run", "--attach", attach, "--", str(exe), state_dir=tmp_path / "state")
     assert (r.returncode, r.stdout) == (5, b"32\n")
     ours = [line for line in r.stderr.splitlines() if line.startswith(b"preload: ")]
@@ -176,11 +172,8 @@ def test_what_a_32_bit_program_started_by_a_hooked_shell_starts_is_still_watched
     """The shell's hook hands the 32-bit program to the tracer: its own calls go unseen, but the
     64-bit cat it execs is traced."""
     need_32_bit()
-    src = tmp_path / "p32.c"
-    src.write_text('#include <unistd.h>\nint main(void){execl("/bin/cat", "cat", "/etc/hostname", (char *)0);'
-                   ' return 127;}\n')
-    exe = tmp_path / "p32"
-    subprocess.run(["gcc", "-m32", "-o", exe, src], check=True)
+    exe = build(tmp_path, "p32", '#include <unistd.h>\nint main(void)'
+                '{execl("/bin/cat", "cat", "/etc/hostname", (char *)0); return 127;}\n', "-m32")
     argv = ["sh", "-c", f"{exe}; echo rc=$?"]
     r = preload("run", "--", *argv, state_dir=tmp_path / "state")
     bare = subprocess.run(argv, capture_output=True)
@@ -191,11 +184,19 @@ def test_what_a_32_bit_program_started_by_a_hooked_shell_starts_is_still_watched
     assert (cat["evt.source"], cat["proc.cmdline"]) == ("ptrace", "cat /etc/hostname")
 
 
+def test_32_bit_program_started_by_a_hooked_shell_without_a_tracer_is_one_blind_spot(tmp_path):
+    """The hook reports it, and the daemon, which describes what a hooked program starts, does not
+    report it again."""
+    need_32_bit()
+    exe = build(tmp_path, "p32", "int main(void){return 0;}\n", "-m32")
+    r = preload("run", "--attach", "preload", "--", "sh", "-c", f"{exe}; true", state_dir=tmp_path / "state")
+    assert r.returncode == 0
+    blind = of_type(events(tmp_path / "state"), "preload.blindspot")
+    assert [(b["evt.arg.filename"], b["preload.binary"]) for b in blind] == [(exe, "foreign")]
+
+
 def test_static_child_of_hooked_shell_with_hook_only_is_reported_as_blind_spot(tmp_path):
-    src = tmp_path / "static.c"
-    src.write_text("int main(void){return 0;}\n")
-    exe = tmp_path / "static"
-    subprocess.run(["gcc", "-static", "-o", exe, src], check=True)
+    exe = build(tmp_path, "static", "int main(void){return 0;}\n", "-static")
     r = preload("run", "--attach", "preload", "--", "sh", "-c", f"{exe}; true", state_dir=tmp_path / "state")
     assert r.returncode == 0
     blind = of_type(events(tmp_path / "state"), "preload.blindspot")

@@ -17,7 +17,7 @@ import pytest
 import preload
 from agent import PRELOAD, events, of_type, processes, starts
 from preload.events import Enricher
-from tools import need_32_bit
+from tools import build, need_32_bit
 
 TRACER = os.path.join(os.path.dirname(preload.__file__), "preload-trace")
 RUN_TIMEOUT = 60  # generous: only a hang gets anywhere near it
@@ -446,11 +446,8 @@ def test_32_bit_program_started_by_a_traced_one_runs_and_is_reported_blind(tmp_p
     """Its calls are all of the other ABI: refusing them, as a 64-bit program's int 0x80 is, would
     kill it. They go through, unseen, and the image is reported blind once."""
     need_32_bit()
-    src = tmp_path / "p32.c"
-    src.write_text('#include <stdio.h>\nint main(void){for (int i = 0; i < 3; i++) printf("%d\\n", i); '
-                   'return 4;}\n')
-    p32 = str(tmp_path / "p32")
-    subprocess.run(["gcc", "-m32", "-o", p32, src], check=True)
+    p32 = build(tmp_path, "p32", '#include <stdio.h>\nint main(void){for (int i = 0; i < 3; i++) '
+                'printf("%d\\n", i); return 4;}\n', "-m32")
     argv = [static("exec_twice.c"), "/nonexistent", p32]
     bare = bare_run(argv)
     state = tmp_path / "state"
@@ -466,11 +463,9 @@ def test_64_bit_child_made_by_clone_under_a_32_bit_parent_still_has_its_i386_cal
     """clone(CLONE_PARENT) gives the 32-bit program a child that runs 64-bit code, of which the tracer
     saw no fork event: the child is judged by its own program, not its parent's."""
     need_32_bit()
-    src = tmp_path / "run32.c"
-    src.write_text('#include <sys/wait.h>\n#include <unistd.h>\nint main(int c, char **v){pid_t p = fork();'
-                   ' if (!p) { execv(v[1], v + 1); _exit(127); } while (wait(0) > 0) {} return 0;}\n')
-    run32 = str(tmp_path / "run32")
-    subprocess.run(["gcc", "-m32", "-o", run32, src], check=True)
+    run32 = build(tmp_path, "run32", '#include <sys/wait.h>\n#include <unistd.h>\nint main(int c, char **v)'
+                  '{pid_t p = fork(); if (!p) { execv(v[1], v + 1); _exit(127); } while (wait(0) > 0) {} '
+                  'return 0;}\n', "-m32")
     argv = [run32, static("trace_clone_int80.c")]
     rc, out, _ = bare_run(argv)
     assert (rc, out.startswith(b"int80=")) == (0, True) and out != b"int80=-38\n"

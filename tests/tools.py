@@ -44,5 +44,25 @@ def need_32_bit():
     on other machines, which have no such programs to test."""
     if os.uname().machine != "x86_64":
         pytest.skip("32-bit programs are tested on x86_64")
-    if _runs_32_bit():
-        unavailable(_runs_32_bit())
+    reason = _runs_32_bit()
+    if reason:
+        unavailable(reason)
+
+
+def build(directory, name, source, *flags):
+    """directory/name compiled from the C source text (gcc, with flags such as -static or -m32)."""
+    src = os.path.join(directory, f"{name}.c")
+    with open(src, "w") as f:
+        f.write(source)
+    exe = os.path.join(directory, name)
+    subprocess.run(["gcc", "-std=gnu11", "-Wall", *flags, "-o", exe, src], check=True)
+    return exe
+
+
+def plain(argv, env=None, **kw):
+    """The program without the hook (with env added to the environment), for comparison."""
+    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "PRELOAD_SOCKET")}
+    env = {**base, **(env or {})}
+    if kw.get("input") is None:
+        kw["stdin"] = subprocess.DEVNULL
+    return subprocess.run(argv, env=env, capture_output=True, timeout=30, **kw)
