@@ -30,11 +30,11 @@ MUSL_HOOK = "libpreload-musl.so"
 class BuildExt(build_ext):
     def run(self):
         super().run()
-        self.build_tracer()
-        self.build_musl_hook()
+        out_dir = os.path.dirname(self.get_ext_fullpath(HOOK))  # beside the hook, in the package
+        self.build_tracer(out_dir)
+        self.build_musl_hook(out_dir)
 
-    def build_tracer(self):
-        out_dir = os.path.dirname(self.get_ext_fullpath(HOOK))
+    def build_tracer(self, out_dir):
         objects = self.compiler.compile(sorted(glob.glob("csrc/trace/*.c")) + SHARED_C,
                                         output_dir=self.build_temp,
                                         extra_postargs=["-O2", "-Wall", "-Wextra", "-fno-strict-aliasing"],
@@ -42,13 +42,12 @@ class BuildExt(build_ext):
         self.compiler.link_executable(objects, TRACER, output_dir=out_dir,
                                       extra_postargs=["-static", "-pthread", "-s"])
 
-    def build_musl_hook(self):
+    def build_musl_hook(self, out_dir):
         musl_gcc = shutil.which("musl-gcc")
         if not musl_gcc:
             self.warn(f"musl-gcc not found (Debian package musl-tools): {MUSL_HOOK} is not built, "
                       "and programs linked against musl will run unwatched")
             return
-        out_dir = os.path.dirname(self.get_ext_fullpath(HOOK))
         # musl ships no kernel headers: borrow the system's (linux/, asm/), after musl's own
         kernel = os.path.join(self.build_temp, "musl-kernel-headers")
         os.makedirs(kernel, exist_ok=True)
