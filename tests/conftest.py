@@ -4,6 +4,7 @@ The collector is a real listening SEQPACKET socket, like the daemon's: programs 
 LD_PRELOAD and PRELOAD_SOCKET set, and every record any of their processes sends is decoded.
 """
 import os
+import pathlib
 import select
 import shutil
 import socket
@@ -16,6 +17,8 @@ import pytest
 
 import preload
 from preload import wire
+from preload.elf import classify
+from tools import need
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -149,13 +152,66 @@ class Collector:
         self.srv.close()
 
 
-@pytest.fixture
-def collector(libpreload, tmp_path):
+def _collecting(hook, tmp_path):
     directory, scratch = str(tmp_path), None
     if len(directory) > 90:  # sun_path holds 108 bytes
         directory = scratch = tempfile.mkdtemp(prefix="pl-")
-    c = Collector(libpreload, directory)
+    c = Collector(hook, directory)
     yield c
     c.close()
     if scratch:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture
+def collector(libpreload, tmp_path):
+    yield from _collecting(libpreload, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def musl_gcc():
+    return need("musl-gcc", "musl-tools")
+
+
+@pytest.fixture(scope="session")
+def musl_hook(musl_gcc):
+    path = os.path.join(os.path.dirname(preload.__file__), "libpreload-musl.so")
+    if not os.path.isfile(path):
+        pytest.fail(f"{path} is missing: the build skips it only when musl-gcc is missing")
+    return path
+
+
+@pytest.fixture(scope="session")
+def musl_cc(musl_gcc, tmp_path_factory):
+    """musl_cc("prog.c") (a fixture) or musl_cc(name, source=TEXT) -> a dynamic musl program."""
+    outdir = tmp_path_factory.mktemp("musl-bin")
+
+    def compile_program(name, source=None):
+        src = os.path.join(FIXTURES, name)
+        if source is not None:
+            src = str(outdir / name)
+            with open(src, "w") as f:
+                f.write(source)
+        out = str(outdir / os.path.splitext(name)[0])
+        if not os.path.exists(out):
+            subprocess.run([musl_gcc, "-std=gnu11", "-O0", "-Wall", "-o", out, src], check=True)
+        # musl-gcc can default to static linking: then the hook would never be loaded
+        assert classify(out).kind == "dynamic-musl", classify(out).reason
+        return out
+
+    return compile_program
+
+
+@pytest.fixture
+def musl_collector(musl_hook, tmp_path):
+    """The musl build's records, with the environment `preload run` gives the application."""
+    yield from _collecting(musl_hook, tmp_path)
+
+
+@pytest.fixture
+def public_dir():
+    """A directory under /tmp that every user can reach (a test's tmp_path is root's alone)."""
+    path = tempfile.mkdtemp(prefix="pl-public-")
+    os.chmod(path, 0o755)
+    yield pathlib.Path(path)
+    shutil.rmtree(path)

@@ -7,12 +7,10 @@ import subprocess
 
 import pytest
 
-import preload
 from agent import events, of_type, preload as preload_cmd
-from conftest import FIXTURES, Collector
 from preload.elf import classify
 from test_hook_safety import hook_functions, nm
-from tools import need, plain
+from tools import plain
 
 # exec a program through one entry point (spawners wait for it and print its status)
 EXEC_C = r"""
@@ -50,48 +48,6 @@ OPEN_APIS = ["open", "openat", "creat", "fopen", "freopen"]  # musl's headers ma
 # libgcc and crt files may reference these weakly; nothing calls them
 WEAK_OK = {"_ITM_deregisterTMCloneTable", "_ITM_registerTMCloneTable", "__gmon_start__",
            "__cxa_finalize"}
-
-
-@pytest.fixture(scope="session")
-def musl_gcc():
-    return need("musl-gcc", "musl-tools")
-
-
-@pytest.fixture(scope="session")
-def musl_hook(musl_gcc):
-    path = os.path.join(os.path.dirname(preload.__file__), "libpreload-musl.so")
-    if not os.path.isfile(path):
-        pytest.fail(f"{path} is missing: the build skips it only when musl-gcc is missing")
-    return path
-
-
-@pytest.fixture(scope="session")
-def musl_cc(musl_gcc, tmp_path_factory):
-    """musl_cc("prog.c") (a fixture) or musl_cc(name, source=TEXT) -> a dynamic musl program."""
-    outdir = tmp_path_factory.mktemp("musl-bin")
-
-    def compile_program(name, source=None):
-        src = os.path.join(FIXTURES, name)
-        if source is not None:
-            src = str(outdir / name)
-            with open(src, "w") as f:
-                f.write(source)
-        out = str(outdir / os.path.splitext(name)[0])
-        if not os.path.exists(out):
-            subprocess.run([musl_gcc, "-std=gnu11", "-O0", "-Wall", "-o", out, src], check=True)
-        # musl-gcc can default to static linking: then the hook would never be loaded
-        assert classify(out).kind == "dynamic-musl", classify(out).reason
-        return out
-
-    return compile_program
-
-
-@pytest.fixture
-def musl_collector(musl_hook, tmp_path):
-    """The hook's records, with the environment `preload run` gives the application."""
-    c = Collector(musl_hook, str(tmp_path))
-    yield c
-    c.close()
 
 
 def printed(cp):

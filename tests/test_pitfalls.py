@@ -10,13 +10,11 @@ import re
 import shutil
 import struct
 import subprocess
-import tempfile
 
 import pytest
 
 from agent import events, of_type, preload, starts
 from test_hook_safety import outcome
-from test_musl import musl_cc, musl_collector, musl_gcc, musl_hook  # noqa: F401 (fixtures)
 from tools import need, plain, unavailable
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
@@ -180,15 +178,6 @@ def as_nobody():
     os.setgroups([])
     os.setgid(65534)
     os.setuid(65534)
-
-
-@pytest.fixture
-def public_dir():
-    """A directory every user can reach (pytest's own are private to root)."""
-    path = tempfile.mkdtemp(prefix="pl-public-")
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path)
 
 
 def test_set_user_id_program_ignores_the_hook_silently_and_runs_unharmed(collector, public_dir):

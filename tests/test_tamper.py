@@ -8,12 +8,10 @@ whose writes land in a temporary directory: the host's file is never touched."""
 import contextlib
 import json
 import os
-import pathlib
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import pytest
@@ -149,25 +147,12 @@ def test_vfork_child_without_the_hook_gets_it_back(collector, built, variables):
 
 # ---- the hook's build for the target's libc ----
 
-@pytest.fixture(scope="module")
-def musl(tmp_path_factory):
+@pytest.fixture
+def musl(musl_cc):
     """name -> a dynamic musl program: hello ARG prints ARG, run PROGRAM ARG... execs PROGRAM."""
-    gcc = need("musl-gcc", "musl-tools")
-    out = tmp_path_factory.mktemp("musl")
     sources = {"hello": "#include <stdio.h>\nint main(int c, char **v) { puts(v[1]); return 0; }\n",
                "run": "#include <unistd.h>\nint main(int c, char **v) { execv(v[1], v + 1); return 127; }\n"}
-    for name, text in sources.items():
-        (out / f"{name}.c").write_text(text)
-        subprocess.run([gcc, "-o", out / name, out / f"{name}.c"], check=True)
-    return {name: str(out / name) for name in sources}
-
-
-@pytest.fixture
-def musl_hook(libpreload):
-    path = os.path.join(os.path.dirname(libpreload), "libpreload-musl.so")
-    if not os.path.exists(path):
-        pytest.fail(f"{path} is missing: the build makes it when musl-gcc is there")
-    return path
+    return {name: musl_cc(f"{name}.c", source=text) for name, text in sources.items()}
 
 
 def test_musl_program_started_by_a_glibc_program_gets_the_musl_build(collector, musl, musl_hook):
@@ -178,16 +163,13 @@ def test_musl_program_started_by_a_glibc_program_gets_the_musl_build(collector, 
     assert not removed(collector)
 
 
-def test_glibc_program_started_by_a_musl_program_gets_the_glibc_build(tmp_path, musl, musl_hook, libpreload):
-    c = Collector(musl_hook, str(tmp_path))
-    try:
-        cp, _ = c.run([musl["run"], PRINTENV, "LD_PRELOAD"])
-        assert cp.stdout == f"{libpreload}\n".encode(), cp
-        (started,) = c.records_of("start", exe=os.path.realpath(PRINTENV))
-        assert started["argv"] == [PRINTENV, "LD_PRELOAD"]
-        assert not c.records_of("call", api="hook_removed")
-    finally:
-        c.close()
+def test_glibc_program_started_by_a_musl_program_gets_the_glibc_build(musl_collector, musl, libpreload):
+    c = musl_collector
+    cp, _ = c.run([musl["run"], PRINTENV, "LD_PRELOAD"])
+    assert cp.stdout == f"{libpreload}\n".encode(), cp
+    (started,) = c.records_of("start", exe=os.path.realpath(PRINTENV))
+    assert started["argv"] == [PRINTENV, "LD_PRELOAD"]
+    assert not c.records_of("call", api="hook_removed")
 
 
 def test_musl_entrypoint_gets_the_musl_build(tmp_path, musl, musl_hook):
@@ -370,31 +352,22 @@ def received(srv):
                     records.append(wire.decode(data))
 
 
-@pytest.fixture
-def open_dir():
-    """A directory under /tmp that every user can reach (a test's tmp_path is root's alone)."""
-    path = tempfile.mkdtemp()
-    os.chmod(path, 0o755)
-    yield pathlib.Path(path)
-    shutil.rmtree(path)
-
-
-def test_set_uid_program_ignores_its_callers_socket_and_spools_nothing(tmp_path, open_dir):
+def test_set_uid_program_ignores_its_callers_socket_and_spools_nothing(tmp_path, public_dir):
     need("setpriv", "util-linux")
     plain = os.path.realpath(shutil.which("id"))
-    program = open_dir / "id"
+    program = public_dir / "id"
     shutil.copy(plain, program)
     os.chmod(program, 0o4755)
-    spool = open_dir / "spool"
+    spool = public_dir / "spool"
     spool.mkdir()
     os.chmod(spool, 0o1777)
-    srv = listening(open_dir / "pl.sock")
+    srv = listening(public_dir / "pl.sock")
     as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups env"
     cp = in_container(tmp_path, f"""
         $PRELOAD install --ld-so-preload
-        {as_nobody} PRELOAD_SOCKET={open_dir}/pl.sock {program} -u
-        {as_nobody} PRELOAD_SOCKET={open_dir}/gone.sock {program} -u
-        {as_nobody} PRELOAD_SOCKET={open_dir}/pl.sock {plain} -u
+        {as_nobody} PRELOAD_SOCKET={public_dir}/pl.sock {program} -u
+        {as_nobody} PRELOAD_SOCKET={public_dir}/gone.sock {program} -u
+        {as_nobody} PRELOAD_SOCKET={public_dir}/pl.sock {plain} -u
         """)
     assert cp.returncode == 0 and cp.stdout.endswith("0\n0\n65534\n"), cp
     starts = [r["exe"] for r in received(srv) if r["kind"] == "start"]
@@ -403,11 +376,11 @@ def test_set_uid_program_ignores_its_callers_socket_and_spools_nothing(tmp_path,
 
 
 @pytest.mark.parametrize("planted", ["foreign link", "foreign daemon"])
-def test_root_process_ignores_a_link_to_a_daemon_of_another_user(tmp_path, open_dir, planted):
+def test_root_process_ignores_a_link_to_a_daemon_of_another_user(tmp_path, public_dir, planted):
     need("setpriv", "util-linux")
-    srv = listening(open_dir / "pl.sock")
+    srv = listening(public_dir / "pl.sock")
     if planted == "foreign link":
-        os.chown(open_dir / "pl.sock", 65534, 65534)
+        os.chown(public_dir / "pl.sock", 65534, 65534)
         make_link = "setpriv --reuid=65534 --regid=65534 --clear-groups ln -s"
     else:  # a root-owned socket file and link, but a listener of another user
         pid = os.fork()
@@ -420,7 +393,7 @@ def test_root_process_ignores_a_link_to_a_daemon_of_another_user(tmp_path, open_
     cp = in_container(tmp_path, f"""
         $PRELOAD install --ld-so-preload
         link=/dev/shm/preload-$(stat -L -c %i /proc/self/ns/pid).sock
-        {make_link} {open_dir}/pl.sock $link
+        {make_link} {public_dir}/pl.sock $link
         env -i /bin/cat /etc/hostname
         """)
     assert cp.returncode == 0, cp
