@@ -193,6 +193,17 @@ def test_fd_reused_by_the_application_never_receives_records(collector, cc, tmp_
     assert collector.records_of("end", reason="exit")
 
 
+@pytest.mark.parametrize("flags", [[], ["-D_FILE_OFFSET_BITS=64"]], ids=["fstat", "fstat64"])
+def test_programs_probing_their_fds_find_the_same_ones_as_without_the_hook(collector, cc, flags):
+    """fstat and fcntl over every fd number (CPython's fd_status.py, fd-leak checks) do not find
+    the channel, though it is open: only /proc/self/fd still shows it."""
+    argv = [cc("fd_probe.c", flags), "/etc/hostname"]
+    hooked, _ = collector.run(argv)
+    assert collector.records_of("open", path=os.path.realpath("/etc/hostname"))  # the channel is open
+    assert hooked.stdout == plain(argv).stdout
+    assert hooked.returncode == 0
+
+
 # ---- stacks ----
 
 SMALL_STACK_CALLS = ["open", "fopen", "connect", "posix_spawnp", "popen", "system", "execvp"]

@@ -187,3 +187,10 @@ int main(void)
 def test_musl_program_probing_for_a_function_musl_lacks_does_not_hang(musl_collector, musl_cc):
     cp, _ = musl_collector.run([musl_cc("probe.c", source=PROBE_C)], timeout=10)
     assert (cp.returncode, cp.stdout) == (0, b"done\n")
+
+
+def test_musl_program_probing_its_fds_finds_the_same_ones_as_without_the_hook(musl_collector, musl_cc):
+    argv = [musl_cc("fd_probe.c"), "/etc/hostname"]
+    hooked, _ = musl_collector.run(argv)
+    assert musl_collector.records_of("open", path=os.path.realpath("/etc/hostname"))
+    assert hooked.stdout == plain(argv).stdout

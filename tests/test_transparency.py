@@ -199,9 +199,6 @@ REGRTESTS = ["test_subprocess", "test_os", "test_posix", "test_signal", "test_th
 # waits in accept() forever on virtual machines that have a vsock device but no peer on it
 REGRTEST_IGNORED = "*ThreadedVSOCKSocketStreamTest*"
 MODES = {"bare": None, "agent": {}, "agent-bind-now": {"LD_BIND_NOW": "1"}}
-# Differences the hook cannot avoid while it keeps its connection open: the child fd_status.py
-# lists every fd it has open, and a hooked child has one more, its own channel at fd 63.
-KNOWN_DIFFERENCES = {"test.test_subprocess.POSIXProcessTestCase.test_pass_fds_redirected"}
 
 
 def regrtest_outcomes(tmp_path, mode, only=()):
@@ -269,4 +266,4 @@ def test_cpython_regression_tests_have_the_same_outcomes_under_the_agent(tmp_pat
     if suspects:
         again = [regrtest_outcomes(tmp_path / "again", mode, sorted(suspects))[0] for mode in MODES]
         repeated = differences(again)
-        assert repeated - KNOWN_DIFFERENCES == set(), {i: [run.get(i) for run in again] for i in repeated}
+        assert repeated == set(), {i: [run.get(i) for run in again] for i in repeated}

@@ -61,6 +61,7 @@ void *pl_dlsym(const char *name)
 
 /* Our own fd work goes straight to the kernel: never through a hook, ours or another preload's. */
 static long sys_close(int fd) { return syscall(SYS_close, fd); }
+static long sys_fstat(int fd, struct stat *st) { return syscall(SYS_fstat, fd, st); }
 
 pid_t pl_self(void) { return (pid_t)syscall(SYS_getpid); }
 
@@ -187,7 +188,7 @@ static int chan_connect(int *keep)
     *keep = 1;
     if (fd < 0 && (fd = chan_open(keep)) >= 0 && *keep) {
         struct stat st;
-        pl_ino = fstat(fd, &st) == 0 ? st.st_ino : 0;
+        pl_ino = sys_fstat(fd, &st) == 0 ? st.st_ino : 0;
         __atomic_store_n(&pl_fd, fd, __ATOMIC_RELEASE);
     }
     __atomic_store_n(&connecting, 0, __ATOMIC_RELEASE);
@@ -199,13 +200,18 @@ static int chan_connect(int *keep)
 static int chan_valid(int fd)
 {
     struct stat st;
-    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == pl_ino;
+    return sys_fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == pl_ino;
 }
 
 int pl_chan_fd(void)
 {
     int fd = __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE);
     return fd >= 0 && chan_valid(fd) ? fd : -1;
+}
+
+int pl_is_channel(int fd)
+{
+    return PL_UNLIKELY(fd >= 0 && fd == __atomic_load_n(&pl_fd, __ATOMIC_ACQUIRE)) && chan_valid(fd);
 }
 
 static int sent(int fd, const void *buf, size_t len)
@@ -222,7 +228,7 @@ static int chan_inherited(void)
     socklen_t len = sizeof type;
     struct sockaddr_un peer;
     socklen_t plen = sizeof peer;
-    if (fstat(PL_FD_BASE, &st) != 0 || !S_ISSOCK(st.st_mode) ||
+    if (sys_fstat(PL_FD_BASE, &st) != 0 || !S_ISSOCK(st.st_mode) ||
         getsockopt(PL_FD_BASE, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET ||
         getpeername(PL_FD_BASE, (struct sockaddr *)&peer, &plen) != 0 || plen != pl_addrlen ||
         memcmp(&peer, &pl_addr, plen) != 0 || !chan_peer_ok(PL_FD_BASE))

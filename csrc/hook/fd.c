@@ -1,11 +1,14 @@
-/* fd.c: the application closing or replacing descriptors. Programs close every fd at start
- * (closefrom loops, close_range) or dup2 onto numbers they want: they get exactly that, and the
- * channel notices that its fd is gone and reconnects on the next record. */
+/* fd.c: the application closing, replacing or asking about descriptors. Programs close every fd
+ * at start (closefrom loops, close_range) or dup2 onto numbers they want: they get exactly that, and
+ * the channel notices that its fd is gone and reconnects on the next record. */
 #include "hook.h"
 
+#include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <linux/close_range.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -75,3 +78,44 @@ PL_EXPORT int dup3(int oldfd, int newfd, int flags)
     pl_dup_done(PRELOAD_API_DUP3, oldfd, newfd, r);
     return r;
 }
+
+/* Programs that list or count their open fds ask each number with fstat or fcntl (CPython's tests
+ * check that a child has exactly the fds it was given). Asked about the channel, they hear what they
+ * would hear without us: no such fd. Only while the fd is still ours, so never about one of theirs. */
+static int hidden(int fd)
+{
+    if (!pl_is_channel(fd)) return 0;
+    errno = EBADF;
+    return 1;
+}
+
+PL_EXPORT int fstat(int fd, struct stat *st)
+{
+    return hidden(fd) ? -1 : REAL(fstat)(fd, st);
+}
+
+/* fcntl's third argument is an int or a pointer, as cmd says: passed on as libc reads it */
+#define FCNTL_ARG(cmd, arg)         \
+    va_list ap;                     \
+    va_start(ap, cmd);              \
+    void *arg = va_arg(ap, void *); \
+    va_end(ap)
+
+PL_EXPORT int fcntl(int fd, int cmd, ...)
+{
+    FCNTL_ARG(cmd, arg);
+    return hidden(fd) ? -1 : REAL(fcntl)(fd, cmd, arg);
+}
+
+#ifdef __GLIBC__ /* musl's headers make these names macros for the ones above */
+PL_EXPORT int fstat64(int fd, struct stat64 *st)
+{
+    return hidden(fd) ? -1 : REAL(fstat64)(fd, st);
+}
+
+PL_EXPORT int fcntl64(int fd, int cmd, ...)
+{
+    FCNTL_ARG(cmd, arg);
+    return hidden(fd) ? -1 : REAL(fcntl64)(fd, cmd, arg);
+}
+#endif

@@ -80,6 +80,8 @@ void pl_fd_range_lost(unsigned first, unsigned last);
 /* The channel's fd while it is still ours, else -1 (an exec into a program without the hook sets it
  * close-on-exec). */
 int pl_chan_fd(void);
+/* fd is the channel, still ours (the fd hooks hide it from the application). */
+int pl_is_channel(int fd);
 
 /* The file behind fd, from the kernel (symlinks and .. resolved); -1, and out untouched, when it
  * has no path. */
