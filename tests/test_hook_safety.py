@@ -2,6 +2,7 @@
 import errno
 import glob
 import os
+import platform
 import re
 import socket
 import subprocess
@@ -187,16 +188,20 @@ def test_fd_reused_by_the_application_never_receives_records(collector, cc, tmp_
     assert int(out["hookfd"]) >= 63
     assert mine.read_bytes() == b""
     assert out["leaked"] == "0"
+    assert out["open"] == "1"  # the number is the application's now, and answers as such
     # and the hook reconnected: what happened after the takeover is reported
     assert len(collector.records_of("open", path=str(other))) == 3
     assert len(collector.records_of("net", api="connect", rport=1)) == 1
     assert collector.records_of("end", reason="exit")
 
 
-@pytest.mark.parametrize("flags", [[], ["-D_FILE_OFFSET_BITS=64"]], ids=["fstat", "fstat64"])
+@pytest.mark.parametrize("flags", [[], ["-D_FILE_OFFSET_BITS=64"], ["-DOLD_GLIBC"]],
+                         ids=["fstat", "fstat64", "__fxstat64"])
 def test_programs_probing_their_fds_find_the_same_ones_as_without_the_hook(collector, cc, flags):
     """fstat and fcntl over every fd number (CPython's fd_status.py, fd-leak checks) do not find
     the channel, though it is open: only /proc/self/fd still shows it."""
+    if "-DOLD_GLIBC" in flags and platform.machine() != "x86_64":
+        pytest.skip("the glibc before 2.33 entry point is named with its x86_64 version")
     argv = [cc("fd_probe.c", flags), "/etc/hostname"]
     hooked, _ = collector.run(argv)
     assert collector.records_of("open", path=os.path.realpath("/etc/hostname"))  # the channel is open

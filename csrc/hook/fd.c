@@ -113,6 +113,20 @@ PL_EXPORT int fstat64(int fd, struct stat64 *st)
     return hidden(fd) ? -1 : REAL(fstat64)(fd, st);
 }
 
+/* what programs built against glibc before 2.33 call for fstat (no longer declared) */
+int __fxstat(int ver, int fd, struct stat *st);
+int __fxstat64(int ver, int fd, struct stat64 *st);
+
+PL_EXPORT int __fxstat(int ver, int fd, struct stat *st)
+{
+    return hidden(fd) ? -1 : REAL(__fxstat)(ver, fd, st);
+}
+
+PL_EXPORT int __fxstat64(int ver, int fd, struct stat64 *st)
+{
+    return hidden(fd) ? -1 : REAL(__fxstat64)(ver, fd, st);
+}
+
 PL_EXPORT int fcntl64(int fd, int cmd, ...)
 {
     FCNTL_ARG(cmd, arg);
