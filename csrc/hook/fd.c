@@ -5,8 +5,8 @@
 
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <linux/close_range.h>
+#include <stdarg.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
