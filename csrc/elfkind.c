@@ -6,8 +6,8 @@
  * even when dynamically linked (their ELF notes name the Go toolchain): both need the tracer. A
  * dynamic program whose loader is musl's needs the hook's musl build; one that the loader will run
  * with AT_SECURE ignores LD_PRELOAD altogether. One built for another machine or word size (a
- * 32-bit program) can take neither the hook (its loader would say so on the program's stderr) nor
- * the tracer. A script is decided by its interpreter, which the caller classifies in turn. */
+ * 32-bit program) cannot take the hook (its loader would say so on the program's stderr), and its
+ * calls cannot be read by the tracer, which only lets them through. A script is decided by its interpreter, which the caller classifies in turn. */
 #define _GNU_SOURCE
 #include "common.h"
 

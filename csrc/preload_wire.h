@@ -245,7 +245,8 @@ int preload_check(const void *buf, size_t len);
 #define PRELOAD_ELF_SCRIPT 4
 #define PRELOAD_ELF_MUSL 5    /* dynamic, loaded by musl's ld-musl: the hook's musl build */
 #define PRELOAD_ELF_FOREIGN 6 /* ELF of another class, byte order or machine than the agent's own
-                               * (a 32-bit program): neither the hook nor the tracer fits it */
+                               * (a 32-bit program): the hook cannot enter it, the tracer cannot read
+                               * its calls (it lets them through and follows what it starts) */
 #define PRELOAD_ELF_SECURE 16 /* or'd into DYNAMIC or MUSL: set-id bits or file capabilities that raise
                                * the caller's privileges, so the loader ignores LD_PRELOAD (AT_SECURE) */
 int preload_elf_kind(int dirfd, const char *path, char *interp, size_t cap);

@@ -66,7 +66,8 @@ CONNECTS = {"connect": "connect", "accept": "accept", "accept4": "accept"}
 LISTENS = {"bind", "listen"}
 # CALL events (docs/events.md): what their detail column shows
 ACTIVITY = {
-    "unlink": ("fs.path.name",), "unlinkat": ("fs.path.name",), "rmdir": ("fs.path.name",), "chmod": ("fs.path.name", "evt.arg.mode"),
+    "unlink": ("fs.path.name",), "unlinkat": ("fs.path.name",), "rmdir": ("fs.path.name",),
+    "chmod": ("fs.path.name", "evt.arg.mode"),
     "fchmod": ("fd.name", "evt.arg.mode"), "fchmodat": ("fs.path.name", "evt.arg.mode"),
     "rename": ("fs.path.source", "fs.path.target"), "renameat": ("fs.path.source", "fs.path.target"),
     "renameat2": ("fs.path.source", "fs.path.target"), "link": ("fs.path.source", "fs.path.target"),

@@ -255,6 +255,16 @@ static void chan_cloexec(int fd, int on)
     if (fd >= 0) syscall(SYS_fcntl, fd, F_SETFD, on ? FD_CLOEXEC : 0);
 }
 
+/* Why the program will run unseen by us (PRELOAD_BLIND_*), or 0. A traced one is the tracer's to
+ * report. A set-id one still loads the hook when /etc/ld.so.preload names the glibc build. */
+static unsigned blind_reason(int kind, int traced, const struct fix *f)
+{
+    if (kind == PRELOAD_ELF_FOREIGN) return traced ? 0 : PRELOAD_BLIND_FOREIGN;
+    int preloaded = kind == (PRELOAD_ELF_DYNAMIC | PRELOAD_ELF_SECURE) && pl_in_ld_so_preload();
+    if ((kind & PRELOAD_ELF_SECURE) && !preloaded) return PRELOAD_BLIND_SECURE;
+    return f->rewrite && !f->ld ? PRELOAD_BLIND_NO_VARIANT : 0;
+}
+
 /* The decisions (tracer, the hook's build, environment) are made whatever the re-entrancy depth:
  * they call no hook. Records are sent only from the outermost hook. */
 static int start(const struct start *s, int dirfd, const char *what)
@@ -264,12 +274,7 @@ static int start(const struct start *s, int dirfd, const char *what)
     int traced = pl_route_traced(kind);
     struct fix f = {0};
     if (pl_enabled) check_env(s->envp, kind, &f);
-    unsigned blind = kind == PRELOAD_ELF_FOREIGN ? (traced ? 0 : PRELOAD_BLIND_FOREIGN) /* else the tracer's */
-                     : (kind & PRELOAD_ELF_SECURE) &&
-                             !(kind == (PRELOAD_ELF_DYNAMIC | PRELOAD_ELF_SECURE) && pl_in_ld_so_preload())
-                         ? PRELOAD_BLIND_SECURE
-                     : f.rewrite && !f.ld ? PRELOAD_BLIND_NO_VARIANT
-                                          : 0;
+    unsigned blind = blind_reason(kind, traced, &f);
     int hookless = blind || (!traced && (kind == PRELOAD_ELF_STATIC || kind == PRELOAD_ELF_GO));
     int fd = s->how == BY_AT || s->how == BY_FD ? s->fd : -1;
     if (pl_enter()) {

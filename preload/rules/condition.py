@@ -762,7 +762,8 @@ def compile_condition(text: str, macros: Optional[Mapping[str, str]] = None,
     if not isinstance(text, str):
         raise ConditionError("condition must be a string", 0)
     parser = _Parser(text, dict(macros or {}), dict(lists or {}),
-                     FIELDS if fields is None else frozenset(fields), [], {} if compiled is None else compiled)
+                     FIELDS if fields is None else frozenset(fields), [],
+                     {} if compiled is None else compiled)
     try:
         inner = parser.parse()
     except RecursionError:
